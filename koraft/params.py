@@ -1,0 +1,160 @@
+"""Load params.yaml and check each stage's section before any work is done.
+
+Each check returns the section unchanged when it is valid and raises ParamError naming the
+dotted key otherwise, so a typo costs one line of output instead of a deep traceback.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from koraft.errors import KoraftError, ParamError
+from koraft.readers import FIELDS, FORMATS, InputSpec, infer_format
+from koraft.schema import TEXT_FIELDS
+
+SPLITS = ("train", "val", "test")
+DISTRACTOR_SOURCES = ("random", "bm25")
+OMITTED_GOLDEN_TARGETS = ("recall", "abstain")
+
+
+def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            params = yaml.safe_load(handle)
+    except FileNotFoundError:
+        raise KoraftError(f"{path}: file not found (run from the repository root)") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise KoraftError(f"{path}{line}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(params, dict):
+        raise KoraftError(f"{path}: expected a mapping of sections")
+    return params
+
+
+def section(params: dict[str, Any], name: str) -> dict[str, Any]:
+    value = params.get(name)
+    if not isinstance(value, dict):
+        raise ParamError(name, "section is missing or not a mapping")
+    return value
+
+
+def _number(params: dict, key: str, prefix: str, low: float, high: float, integer: bool = False) -> float:
+    value = params.get(key)
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        hint = " (write floats like 2.0e-4: YAML reads 2e-4 as a string)" if isinstance(value, str) else ""
+        raise ParamError(f"{prefix}.{key}", f"must be {kind}, got {value!r}{hint}")
+    if not (low <= value <= high) or (isinstance(value, float) and math.isnan(value)):
+        raise ParamError(f"{prefix}.{key}", f"must be in [{low}, {high}], got {value!r}")
+    return value
+
+
+def _choice(params: dict, key: str, prefix: str, choices: tuple[str, ...]) -> str:
+    value = params.get(key)
+    if value not in choices:
+        raise ParamError(f"{prefix}.{key}", f"must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _text(params: dict, key: str, prefix: str) -> str:
+    value = params.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise ParamError(f"{prefix}.{key}", f"must be a non-empty string, got {value!r}")
+    return value
+
+
+def check_base(params: dict[str, Any]) -> dict[str, Any]:
+    base = section(params, "base")
+    _number(base, "seed", "base", 0, 2**32 - 1, integer=True)
+    return base
+
+
+def check_validate(params: dict[str, Any]) -> tuple[dict[str, Any], list[InputSpec]]:
+    validate = section(params, "validate")
+    inputs = validate.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise ParamError("validate.inputs", "must be a non-empty list of {path, format, columns}")
+    specs = []
+    for i, entry in enumerate(inputs):
+        key = f"validate.inputs[{i}]"
+        if isinstance(entry, str):
+            entry = {"path": entry}
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            raise ParamError(key, "must be a path or a mapping with a 'path' string")
+        unknown = set(entry) - {"path", "format", "columns", "id_prefix"}
+        if unknown:
+            raise ParamError(key, f"unknown keys {sorted(unknown)}")
+        fmt = entry.get("format") or infer_format(entry["path"])
+        if fmt not in FORMATS:
+            raise ParamError(f"{key}.format", f"must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        columns = entry.get("columns") or {}
+        if not isinstance(columns, dict) or not all(isinstance(v, str) for v in columns.values()):
+            raise ParamError(f"{key}.columns", "must map field names to column names (strings)")
+        bad = set(columns) - set(FIELDS)
+        if bad:
+            raise ParamError(f"{key}.columns", f"unknown fields {sorted(bad)}; fields are {', '.join(FIELDS)}")
+        prefix = entry.get("id_prefix", "")
+        if not isinstance(prefix, str):
+            raise ParamError(f"{key}.id_prefix", f"must be a string, got {prefix!r}")
+        specs.append(InputSpec(entry["path"], fmt, dict(columns), prefix))
+    paths = [spec.path for spec in specs]
+    if len(set(paths)) != len(paths):
+        raise ParamError("validate.inputs", "lists the same path twice")
+
+    lengths = validate.get("lengths")
+    if not isinstance(lengths, dict):
+        raise ParamError("validate.lengths", "must map each text field to [min, max] characters")
+    for name in TEXT_FIELDS:
+        bounds = lengths.get(name)
+        valid = isinstance(bounds, list) and len(bounds) == 2 and all(
+            isinstance(b, int) and not isinstance(b, bool) for b in bounds
+        )
+        if not valid or not 1 <= bounds[0] <= bounds[1]:
+            raise ParamError(f"validate.lengths.{name}", f"must be [min, max] with 1 <= min <= max, got {bounds!r}")
+
+    near = validate.get("near_duplicates")
+    if not isinstance(near, dict):
+        raise ParamError("validate.near_duplicates", "section is missing")
+    _number(near, "threshold", "validate.near_duplicates", 0.0, 1.0)
+    _number(near, "shingle_size", "validate.near_duplicates", 1, 64, integer=True)
+    num_perm = _number(near, "num_perm", "validate.near_duplicates", 8, 1024, integer=True)
+    bands = _number(near, "bands", "validate.near_duplicates", 1, num_perm, integer=True)
+    if num_perm % bands:
+        raise ParamError("validate.near_duplicates.bands", f"must divide num_perm ({num_perm}), got {bands}")
+    return validate, specs
+
+
+def check_split(params: dict[str, Any]) -> dict[str, Any]:
+    split = section(params, "split")
+    _number(split, "seed", "split", 0, 2**32 - 1, integer=True)
+    ratios = split.get("ratios")
+    if not isinstance(ratios, dict) or set(ratios) != set(SPLITS):
+        raise ParamError("split.ratios", f"must map exactly {', '.join(SPLITS)} to shares")
+    for name in SPLITS:
+        _number(ratios, name, "split.ratios", 0.0, 1.0)
+    if abs(sum(ratios.values()) - 1.0) > 1e-6:
+        raise ParamError("split.ratios", f"must sum to 1, got {sum(ratios.values()):.6g}")
+    if ratios["train"] == 0:
+        raise ParamError("split.ratios.train", "must be above 0")
+    return split
+
+
+def check_raft(params: dict[str, Any]) -> dict[str, Any]:
+    raft = section(params, "raft")
+    _number(raft, "num_distractors", "raft", 0, 100, integer=True)
+    _number(raft, "p_golden", "raft", 0.0, 1.0)
+    _choice(raft, "distractor_source", "raft", DISTRACTOR_SOURCES)
+    _choice(raft, "omitted_golden_target", "raft", OMITTED_GOLDEN_TARGETS)
+    for key in ("abstain_answer", "instruction", "cot_instruction"):
+        _text(raft, key, "raft")
+    bm25 = raft.get("bm25")
+    if not isinstance(bm25, dict):
+        raise ParamError("raft.bm25", "section is missing (k1, b)")
+    _number(bm25, "k1", "raft.bm25", 0.0, 10.0)
+    _number(bm25, "b", "raft.bm25", 0.0, 1.0)
+    return raft

@@ -1,0 +1,22 @@
+"""The RAFT prompt and target text, before any chat template is applied.
+
+One function for each, so the train, distill and evaluate stages render exactly the same text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from koraft.readers import ANSWER_MARKER
+
+
+def user_message(record: dict[str, Any]) -> str:
+    documents = "\n".join(f"<DOCUMENT>{text}</DOCUMENT>" for text in record["documents"])
+    return f"{record['instruction']}\n\n{documents}\n\n질문: {record['question']}"
+
+
+def completion(record: dict[str, Any]) -> str:
+    """The training target: the chain of thought ending in `<ANSWER>: answer`, or the answer alone."""
+    if record.get("cot"):
+        return f"{record['cot']}\n{ANSWER_MARKER} {record['answer']}"
+    return record["answer"]

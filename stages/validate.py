@@ -1,0 +1,28 @@
+"""validate: raw files (params validate.inputs) -> normalized records with doc ids, and rejects.
+
+Outputs: data/validated/records.jsonl, data/validated/rejects.jsonl, metrics/validate.json
+"""
+
+from koraft.cli import run_stage
+from koraft.jsonl import write_json, write_jsonl
+from koraft.params import check_validate, load_params
+from koraft.validation import validate_inputs
+
+RECORDS = "data/validated/records.jsonl"
+REJECTS = "data/validated/rejects.jsonl"
+METRICS = "metrics/validate.json"
+
+
+def main() -> None:
+    validate, specs = check_validate(load_params())
+    result = validate_inputs(specs, validate["lengths"], validate["near_duplicates"])
+    write_jsonl(RECORDS, result.records)
+    write_jsonl(REJECTS, result.rejects)
+    write_json(METRICS, result.metrics)
+    m = result.metrics
+    print(f"validate: {m['raw']} raw records -> {m['kept']} kept, {m['rejected']} rejected "
+          f"{m['rejected_by_reason']}; {m['documents']} documents")
+
+
+if __name__ == "__main__":
+    run_stage("validate", main)
