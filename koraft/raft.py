@@ -103,7 +103,7 @@ def _bm25_candidates(
         position = {doc_id: i for i, doc_id in enumerate(pool)}
         questions = tokenize([records[i]["question"] for i in indices])
         exclude = [position[records[i]["doc_id"]] for i in indices]
-        for record_index, hits in zip(indices, index.rank(questions, exclude, k)):
+        for record_index, hits in zip(indices, index.rank(questions, exclude, k), strict=True):
             ranked[record_index] = [pool[hit] for hit in hits]
     return ranked
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import sys
 from collections.abc import Iterator
@@ -41,7 +42,7 @@ class InputSpec:
 
 @dataclass
 class RawRecord:
-    source: str  # "path:line", or "path:data[i].paragraphs[j].qas[k]" for nested JSON
+    source: str  # "path:line"; "path:line [index]" in a JSON array; "path:data[i].paragraphs[j].qas[k]" in SQuAD
     fields: dict[str, Any]  # our field names -> values as found (absent keys are absent)
     problem: tuple[str, str] | None = None  # (reason, detail) when it could not be parsed
 
@@ -109,12 +110,13 @@ def _json_array_objects(path: str, text: str) -> Iterator[tuple[str, Any, None]]
     position = _skip_space(text, position + 1)
     if text.startswith("]", position):
         return
-    while True:
+    for index in itertools.count():
         try:
             value, end = decoder.raw_decode(text, position)
         except json.JSONDecodeError as exc:
             raise InputError(path, f"invalid JSON: {exc.msg}", line=exc.lineno) from None
-        yield f"{path}:{_line_of(text, position)}", value, None
+        # The index disambiguates arrays written on one line.
+        yield f"{path}:{_line_of(text, position)} [{index}]", value, None
         position = _skip_space(text, end)
         if text.startswith(",", position):
             position = _skip_space(text, position + 1)

@@ -1,0 +1,52 @@
+"""Shared fixtures: the project's params, small raw files written to tmp_path, synthetic corpora."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from koraft.params import check_raft, check_split, check_validate, load_params
+from koraft.readers import InputSpec
+from koraft.synth import generate
+from koraft.validation import validate_inputs
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def params() -> dict:
+    return load_params(ROOT / "params.yaml")
+
+
+@pytest.fixture
+def validate_params(params):
+    validate, _ = check_validate(params)
+    return validate
+
+
+@pytest.fixture
+def raft_params(params):
+    return dict(check_raft(params))
+
+
+@pytest.fixture
+def split_params(params):
+    return dict(check_split(params))
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def synthetic_records(tmp_path: Path, validate: dict, num_docs: int, seed: int = 0) -> list[dict]:
+    """Validated records (with doc ids) for a synthetic corpus of num_docs documents."""
+    rows = [
+        {"question": qa.question, "context": qa.context, "answer": qa.answer, "cot": qa.cot}
+        for _, qas in generate(num_docs, seed=seed) for qa in qas
+    ]
+    path = write_jsonl(tmp_path / f"synthetic-{num_docs}-{seed}.jsonl", rows)
+    result = validate_inputs([InputSpec(str(path), "jsonl")], validate["lengths"], validate["near_duplicates"])
+    return result.records

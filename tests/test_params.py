@@ -1,0 +1,58 @@
+"""Every stage checks its params section first; a bad value is one line naming the key."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from koraft.errors import ParamError
+from koraft.params import check_base, check_raft, check_split, check_validate
+
+
+def broken(params, dotted_key, value):
+    params = copy.deepcopy(params)
+    *parents, last = dotted_key.split(".")
+    node = params
+    for key in parents:
+        node = node[int(key)] if isinstance(node, list) else node[key]
+    node[last] = value
+    return params
+
+
+@pytest.mark.parametrize("check, key, value, named", [
+    (check_raft, "raft.p_golden", 1.5, "raft.p_golden"),
+    (check_raft, "raft.p_golden", "0.8", "raft.p_golden"),
+    (check_raft, "raft.num_distractors", -1, "raft.num_distractors"),
+    (check_raft, "raft.num_distractors", 2.5, "raft.num_distractors"),
+    (check_raft, "raft.distractor_source", "dense", "raft.distractor_source"),
+    (check_raft, "raft.omitted_golden_target", "guess", "raft.omitted_golden_target"),
+    (check_raft, "raft.instruction", "  ", "raft.instruction"),
+    (check_raft, "raft.bm25.k1", "1.5e0x", "raft.bm25.k1"),
+    (check_split, "split.ratios.train", 0.7, "split.ratios"),
+    (check_split, "split.ratios.val", -0.1, "split.ratios.val"),
+    (check_split, "split.seed", True, "split.seed"),
+    (check_base, "base.seed", "42", "base.seed"),
+    (check_validate, "validate.lengths.answer", [5, 1], "validate.lengths.answer"),
+    (check_validate, "validate.near_duplicates.bands", 7, "validate.near_duplicates.bands"),
+    (check_validate, "validate.near_duplicates.threshold", 2, "validate.near_duplicates.threshold"),
+    (check_validate, "validate.inputs.0.format", "xml", "validate.inputs[0].format"),
+    (check_validate, "validate.inputs.2.columns", {"questoin": "질문"}, "validate.inputs[2].columns"),
+])
+def test_bad_value_names_its_key(params, check, key, value, named):
+    with pytest.raises(ParamError) as error:
+        check(broken(params, key, value))
+    message = str(error.value)
+    assert message.startswith(f"params.yaml: {named}:") and "\n" not in message
+
+
+def test_yaml_exponent_without_dot_gets_a_hint(params):
+    with pytest.raises(ParamError, match="2.0e-4"):
+        check_raft(broken(params, "raft.p_golden", "2e-4"))
+
+
+def test_shipped_params_are_valid(params):
+    check_base(params)
+    check_validate(params)
+    check_split(params)
+    check_raft(params)

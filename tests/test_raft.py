@@ -1,0 +1,100 @@
+"""RAFT invariants for both distractor sources, P, targets, BM25 ranking and determinism."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from conftest import synthetic_records
+
+from koraft.errors import KoraftError
+from koraft.raft import build_raft, document_texts
+from koraft.retrieval import BM25Index, MorphemeTokenizer
+from koraft.split import assign_split
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory, params):
+    from koraft.params import check_validate
+
+    validate, _ = check_validate(params)
+    return synthetic_records(tmp_path_factory.mktemp("raft"), validate, num_docs=200)
+
+
+@pytest.mark.parametrize("source", ["random", "bm25"])
+def test_raft_invariants(records, raft_params, split_params, source):
+    raft = {**raft_params, "distractor_source": source, "num_distractors": 4}
+    rows, metrics = build_raft(records, raft, split_params, seed=7)
+    texts = document_texts(records)
+    assert len(rows) == len(records) == metrics["records"]
+    by_id = {r["id"]: r for r in records}
+    for row in rows:
+        record = by_id[row["id"]]
+        distractors = row["distractor_doc_ids"]
+        assert len(distractors) == len(set(distractors)), "distractors repeat"
+        assert row["doc_id"] not in distractors
+        assert len(row["documents"]) == 5  # the context size is constant, golden or not
+        assert all(assign_split(d, split_params["ratios"], split_params["seed"]) == row["split"] for d in distractors)
+        assert row["split"] == assign_split(row["doc_id"], split_params["ratios"], split_params["seed"])
+        if row["oracle_included"]:
+            assert len(distractors) == 4 and row["documents"][row["oracle_index"]] == record["context"]
+            others = [t for i, t in enumerate(row["documents"]) if i != row["oracle_index"]]
+        else:
+            assert row["oracle_index"] is None and len(distractors) == 5
+            others = row["documents"]
+        assert record["context"] not in others
+        assert sorted(others) == sorted(texts[d] for d in distractors)
+    if source == "bm25":
+        assert metrics["bm25_hard_negative_share"] > 0.5
+
+
+def test_p_golden_within_sampling_tolerance(records, raft_params, split_params):
+    for p in (0.0, 0.6, 1.0):
+        rows, _ = build_raft(records, {**raft_params, "distractor_source": "random", "p_golden": p}, split_params, 1)
+        share = sum(r["oracle_included"] for r in rows) / len(rows)
+        sigma = (p * (1 - p) / len(rows)) ** 0.5
+        assert abs(share - p) <= 4 * sigma + 1e-9, (p, share)
+
+
+def test_abstain_target_replaces_answer_and_drops_cot(records, raft_params, split_params):
+    raft = {**raft_params, "distractor_source": "random", "p_golden": 0.5, "omitted_golden_target": "abstain"}
+    rows, metrics = build_raft(records, raft, split_params, seed=3)
+    omitted = [r for r in rows if not r["oracle_included"]]
+    assert omitted and metrics["abstain_targets"] == len(omitted)
+    assert all(r["answer"] == raft["abstain_answer"] and r["cot"] is None for r in omitted)
+    assert all(r["answer"] != raft["abstain_answer"] for r in rows if r["oracle_included"])
+    assert all(r["instruction"] == raft["cot_instruction"] for r in rows if r["cot"])
+
+
+def test_too_few_documents_in_a_split_is_a_clear_error(records, raft_params, split_params):
+    with pytest.raises(KoraftError, match=r"split '(val|test)' has \d+ documents .* needs at least 52"):
+        build_raft(records, {**raft_params, "num_distractors": 50, "distractor_source": "random"}, split_params, 0)
+
+
+def test_deterministic_and_independent_of_record_order(records, raft_params, split_params):
+    first, _ = build_raft(records, raft_params, split_params, seed=11)
+    again, _ = build_raft(records, raft_params, split_params, seed=11)
+    assert first == again
+    shuffled = records[:]
+    random.Random(0).shuffle(shuffled)
+    reordered, _ = build_raft(shuffled, raft_params, split_params, seed=11)
+    assert sorted(reordered, key=lambda r: r["id"]) == sorted(first, key=lambda r: r["id"])
+    other_seed, _ = build_raft(records, raft_params, split_params, seed=12)
+    assert other_seed != first
+
+
+def test_bm25_over_morphemes_finds_inflected_matches():
+    tokenize = MorphemeTokenizer()
+    documents = [
+        "한결시는 강원도에 있는 도시이며 인구는 약 12만 명이다.",
+        "누리전자는 부산에 본사를 둔 반도체 기업이다.",
+        "솔빛산은 높이 900미터의 산으로 등산로가 많다.",
+        "한결시에서는 매년 사과 축제가 열린다.",
+    ]
+    index = BM25Index(tokenize(documents), k1=1.5, b=0.75)
+    queries = tokenize(["한결시의 인구는 몇 명인가요?", "반도체를 만드는 기업은?"])
+    ranked = index.rank(queries, exclude=[0, 2], k=3)
+    # Query 0 excludes its own document 0; the other 한결시 document must come first.
+    assert ranked[0][0] == 3 and 0 not in ranked[0]
+    assert ranked[1][0] == 1 and 2 not in ranked[1]
+    assert all(hit != 2 for hit in ranked[1])  # zero-score documents are not returned

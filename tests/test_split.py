@@ -1,0 +1,64 @@
+"""Split by doc_id: stable hash buckets, leakage detection, the quality report."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from conftest import synthetic_records
+
+from koraft.errors import KoraftError
+from koraft.params import SPLITS
+from koraft.quality import leakage, quality_report, split_rows
+from koraft.raft import build_raft
+from koraft.split import assign_split
+
+RATIOS = {"train": 0.8, "val": 0.1, "test": 0.1}
+
+
+def test_assignment_is_stable_when_data_grows():
+    before = {f"doc-{i}": assign_split(f"doc-{i}", RATIOS, 42) for i in range(1000)}
+    after = {f"doc-{i}": assign_split(f"doc-{i}", RATIOS, 42) for i in range(5000)}
+    assert all(after[d] == s for d, s in before.items())
+    shares = {name: sum(s == name for s in after.values()) / len(after) for name in SPLITS}
+    assert all(abs(shares[n] - RATIOS[n]) < 0.02 for n in SPLITS), shares
+    assert any(assign_split(f"doc-{i}", RATIOS, 43) != s for i, s in enumerate(before.values()))
+
+
+@pytest.fixture(scope="module")
+def raft_rows(tmp_path_factory, params):
+    from koraft.params import check_raft, check_split, check_validate
+
+    validate, _ = check_validate(params)
+    records = synthetic_records(tmp_path_factory.mktemp("split"), validate, num_docs=120)
+    raft = {**check_raft(params), "distractor_source": "random"}
+    rows, _ = build_raft(records, raft, check_split(params), seed=5)
+    return rows
+
+
+def test_no_document_in_two_splits(raft_rows, split_params):
+    by_split = split_rows(raft_rows, split_params, "raft.jsonl")
+    golden = [{r["doc_id"] for r in by_split[name]} for name in SPLITS]
+    assert not (golden[0] & golden[1] or golden[0] & golden[2] or golden[1] & golden[2])
+    report = quality_report(by_split)
+    assert report["leakage"] == {"golden_docs_shared": 0, "distractor_docs_shared": 0, "document_texts_shared": 0}
+    assert sum(report["records"].values()) == len(raft_rows)
+    for name in SPLITS:
+        stats = report["lengths"][name]["prompt"]
+        assert 0 < stats["mean"] <= stats["p95"] <= stats["max"]
+
+
+def test_planted_leak_is_counted(raft_rows, split_params):
+    by_split = copy.deepcopy(split_rows(raft_rows, split_params, "raft.jsonl"))
+    test_doc = by_split["test"][0]["doc_id"]
+    victim = by_split["train"][0]
+    victim["distractor_doc_ids"][0] = test_doc
+    victim["documents"].append(by_split["test"][0]["documents"][0])
+    counts = leakage(by_split)
+    assert counts["distractor_docs_shared"] == 1 and counts["document_texts_shared"] >= 1
+
+
+def test_rows_built_with_other_split_params_are_refused(raft_rows, split_params):
+    changed = {**split_params, "seed": split_params["seed"] + 1}
+    with pytest.raises(KoraftError, match="rerun the raft stage"):
+        split_rows(raft_rows, changed, "data/raft/raft.jsonl")

@@ -1,0 +1,123 @@
+"""The stage scripts and the DVC pipeline, run for real in a temporary git repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT
+
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "koraft", "data/raw", ".dvc/config", ".dvcignore"]
+OUTPUTS = ["data/validated/records.jsonl", "data/validated/rejects.jsonl", "data/raft/raft.jsonl",
+           "data/split/train.jsonl", "data/split/val.jsonl", "data/split/test.jsonl",
+           "metrics/validate.json", "metrics/raft.json", "metrics/split.json"]
+
+
+def env() -> dict:
+    # `dvc` and the stages' `python` must be this interpreter's, whatever PATH the caller had.
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, cwd=cwd, env=env(), capture_output=True, text=True)
+    if check and result.returncode:
+        raise AssertionError(f"{args} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def make_project(path: Path) -> Path:
+    """A fresh git + DVC repository holding the project's pipeline files, as a clone would."""
+    path.mkdir(parents=True)
+    for name in PROJECT_FILES:
+        source, target = ROOT / name, path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, target)
+    (path / ".dvc" / ".gitignore").write_text("/config.local\n/tmp\n/cache\n")
+    run(["git", "init", "-q"], path)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], path)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "project"], path)
+    return path
+
+
+def set_param(project: Path, dotted: str, value) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))
+    *parents, last = dotted.split(".")
+    node = params
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    (project / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory) -> Path:
+    project = make_project(tmp_path_factory.mktemp("pipeline") / "project")
+    run(["dvc", "repro", "split"], project)
+    return project
+
+
+def test_dvc_repro_split_builds_every_output(reproduced):
+    for name in OUTPUTS:
+        assert (reproduced / name).stat().st_size > 0, name
+    validate = json.loads((reproduced / "metrics/validate.json").read_text())
+    records = (reproduced / "data/validated/records.jsonl").read_text().splitlines()
+    rejects = (reproduced / "data/validated/rejects.jsonl").read_text().splitlines()
+    assert validate["raw"] == len(records) + len(rejects) == validate["kept"] + validate["rejected"]
+    assert validate["raw"] >= 300 and validate["documents"] >= 100
+    split = json.loads((reproduced / "metrics/split.json").read_text())
+    assert set(split["leakage"].values()) == {0}
+    status = run(["dvc", "status"], reproduced)
+    assert "up to date" in status.stdout
+    assert "Data and pipelines are up to date" in run(["dvc", "repro"], reproduced).stdout
+
+
+def test_same_params_and_data_give_byte_identical_outputs(reproduced, tmp_path):
+    again = make_project(tmp_path / "again")
+    run(["dvc", "repro", "split"], again)
+    for name in OUTPUTS:
+        assert (again / name).read_bytes() == (reproduced / name).read_bytes(), name
+
+
+def test_changed_param_reruns_only_downstream_stages(reproduced, tmp_path):
+    project = tmp_path / "changed"
+    shutil.copytree(reproduced, project)
+    set_param(project, "raft.p_golden", 1.0)
+    out = run(["dvc", "repro", "split"], project).stdout
+    assert "Stage 'validate' didn't change" in out and "Running stage 'raft'" in out
+    split = json.loads((project / "metrics/split.json").read_text())
+    assert set(split["golden_included_share"].values()) == {1.0}
+
+
+def test_bad_param_fails_before_work_with_one_line(tmp_path):
+    project = make_project(tmp_path / "bad")
+    set_param(project, "raft.p_golden", 1.5)
+    run(["python", "stages/validate.py"], project)
+    result = run(["python", "stages/raft.py"], project, check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == "raft: error: params.yaml: raft.p_golden: must be in [0.0, 1.0], got 1.5"
+    assert not (project / "data/raft/raft.jsonl").exists()
+
+
+@pytest.mark.parametrize("content, expected", [
+    (None, "data/raw/extra.json: file not found"),
+    ('[{"question": "q", "context": "c", "answer": "a"},\n{"question": ', "data/raw/extra.json:2: invalid JSON"),
+])
+def test_unreadable_input_file_is_one_clear_line(tmp_path, content, expected):
+    project = make_project(tmp_path / "broken")
+    if content is not None:
+        (project / "data/raw/extra.json").write_text(content, encoding="utf-8")
+    params = yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))
+    params["validate"]["inputs"].append({"path": "data/raw/extra.json"})
+    (project / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
+    result = run(["python", "stages/validate.py"], project, check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"validate: error: {expected}") and result.stderr.count("\n") == 1
