@@ -80,6 +80,16 @@ def test_dvc_repro_split_builds_every_output(reproduced):
     assert "Data and pipelines are up to date" in run(["dvc", "repro"], reproduced).stdout
 
 
+def test_committed_lock_matches_a_fresh_run(reproduced):
+    """dvc.lock in git must be what the current code and data produce, so a clone's first
+    `dvc repro` changes nothing tracked: a stale lock or a nondeterministic output fails here."""
+    fresh = yaml.safe_load((reproduced / "dvc.lock").read_text())
+    committed = yaml.safe_load((ROOT / "dvc.lock").read_text())
+    assert fresh == committed, "dvc.lock is stale: run `dvc repro` and commit dvc.lock and metrics/"
+    for name in ("metrics/validate.json", "metrics/raft.json", "metrics/split.json"):
+        assert (reproduced / name).read_bytes() == (ROOT / name).read_bytes(), name
+
+
 def test_same_params_and_data_give_byte_identical_outputs(reproduced, tmp_path):
     again = make_project(tmp_path / "again")
     run(["dvc", "repro", "split"], again)
