@@ -1,0 +1,83 @@
+"""Presets resolve without downloading; tiny models build deterministically and load like real ones."""
+
+from __future__ import annotations
+
+import unicodedata
+
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from koraft.errors import KoraftError
+from koraft.presets import FAMILIES, PRESETS, ensure_available, resolve_model
+from koraft.tiny import build_tiny_model
+
+KOREAN = [
+    "한결시의 인구는 약 12만 명이다.",
+    unicodedata.normalize("NFD", "맥에서 입력한 자모"),  # decomposed jamo must survive too
+    "ㄱㄴㄷ ㅏㅑ 《책》 ##begin_quote## 😀 <ANSWER>: 서울\n\t끝",
+    "토큰화기가 본 적 없는 낱말: 뷁꿿쀍 and English, 123.45",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    return {name: build_tiny_model(name, root / name) for name in ("tiny-s", "tiny-m")}
+
+
+def test_tiny_build_is_byte_identical(tiny_dirs, tmp_path):
+    again = build_tiny_model("tiny-s", tmp_path / "again")
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+        assert (again / name).read_bytes() == (tiny_dirs["tiny-s"] / name).read_bytes(), name
+
+
+def test_tiny_loads_through_from_pretrained_and_round_trips_korean(tiny_dirs):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dirs["tiny-m"])
+    for text in KOREAN:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert tokenizer.decode(ids) == text
+        assert tokenizer.unk_token_id not in ids
+    hangul = "한결시의 인구는 약 12만 명이다. 다해시는 멸치로 널리 알려져 있다."
+    assert len(tokenizer(hangul)["input_ids"]) < len(hangul)  # BPE merges, not one token per byte
+    model = AutoModelForCausalLM.from_pretrained(tiny_dirs["tiny-m"])
+    assert model.config.model_type == "llama" and model.config.vocab_size == len(tokenizer)
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "질문"}], tokenize=False,
+                                           add_generation_prompt=True)
+    assert prompt == "<|user|>질문<|end|><|assistant|>"
+
+
+def test_tiny_presets_share_the_vocabulary_token_for_token(tiny_dirs):
+    small, medium = (AutoTokenizer.from_pretrained(tiny_dirs[n]) for n in ("tiny-s", "tiny-m"))
+    assert small.get_vocab() == medium.get_vocab()
+    assert small.all_special_tokens == medium.all_special_tokens
+
+
+def test_every_preset_has_a_family_and_resolves():
+    for name, preset in PRESETS.items():
+        assert preset.family in FAMILIES
+        params = {"preset": name, "trust_remote_code": FAMILIES[preset.family].needs_remote_code}
+        resolved = resolve_model(params)
+        assert resolved.source == (preset.hub_id or f"models/base/{name}")
+    assert FAMILIES["gemma2"].attn_implementation == "eager" and not FAMILIES["gemma2"].supports_system_role
+    assert FAMILIES["llama3"].pad_token and FAMILIES["llama3"].pad_token != "<|eot_id|>"
+
+
+def test_preset_errors_are_one_line():
+    cases = [
+        ({"preset": "gpt-5"}, "unknown preset 'gpt-5'"),
+        ({"preset": "exaone-3.5-7.8b"}, "model.trust_remote_code"),
+        ({"name": "/models/mine", "family": "mistral"}, "model.family: 'mistral'"),
+    ]
+    for params, expected in cases:
+        with pytest.raises(KoraftError, match=expected) as error:
+            resolve_model(params)
+        assert "\n" not in str(error.value)
+
+
+def test_missing_hub_model_offline_names_the_model(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    resolved = resolve_model({"preset": "gemma-2-2b-it"})
+    with pytest.raises(KoraftError, match="google/gemma-2-2b-it is not available offline.*model.name"):
+        ensure_available(resolved)
+    local = resolve_model({"name": str(tmp_path), "family": "gemma2"})
+    ensure_available(local)  # a local folder needs no hub
