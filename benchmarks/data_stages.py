@@ -35,8 +35,7 @@ def write_corpus(path: Path, records: int) -> None:
             for qa in qas:
                 if written == records:
                     return
-                row = {"question": qa.question, "context": qa.context, "answer": qa.answer, "cot": qa.cot}
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+                handle.write(json.dumps(qa.as_record(), ensure_ascii=False) + "\n")
                 written += 1
 
 

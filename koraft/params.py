@@ -36,10 +36,11 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     return params
 
 
-def section(params: dict[str, Any], name: str) -> dict[str, Any]:
+def section(params: dict[str, Any], name: str, prefix: str = "") -> dict[str, Any]:
+    """params[name] as a mapping; `prefix` is the dotted path of `params` itself, for the error."""
     value = params.get(name)
     if not isinstance(value, dict):
-        raise ParamError(name, "section is missing or not a mapping")
+        raise ParamError(f"{prefix}{name}", "section is missing or not a mapping")
     return value
 
 
@@ -117,9 +118,7 @@ def check_validate(params: dict[str, Any]) -> tuple[dict[str, Any], list[InputSp
         if not valid or not 1 <= bounds[0] <= bounds[1]:
             raise ParamError(f"validate.lengths.{name}", f"must be [min, max] with 1 <= min <= max, got {bounds!r}")
 
-    near = validate.get("near_duplicates")
-    if not isinstance(near, dict):
-        raise ParamError("validate.near_duplicates", "section is missing")
+    near = section(validate, "near_duplicates", "validate.")
     _number(near, "threshold", "validate.near_duplicates", 0.0, 1.0)
     _number(near, "shingle_size", "validate.near_duplicates", 1, 64, integer=True)
     num_perm = _number(near, "num_perm", "validate.near_duplicates", 8, 1024, integer=True)
@@ -152,9 +151,7 @@ def check_raft(params: dict[str, Any]) -> dict[str, Any]:
     _choice(raft, "omitted_golden_target", "raft", OMITTED_GOLDEN_TARGETS)
     for key in ("abstain_answer", "instruction", "cot_instruction"):
         _text(raft, key, "raft")
-    bm25 = raft.get("bm25")
-    if not isinstance(bm25, dict):
-        raise ParamError("raft.bm25", "section is missing (k1, b)")
+    bm25 = section(raft, "bm25", "raft.")
     _number(bm25, "k1", "raft.bm25", 0.0, 10.0)
     _number(bm25, "b", "raft.bm25", 0.0, 1.0)
     return raft

@@ -53,7 +53,7 @@ def build_raft(
     if raft["distractor_source"] == "bm25":
         ranked = _bm25_candidates(records, records_by_split, docs_by_split, texts, raft, num + 1)
 
-    rows: list[dict[str, Any] | None] = [None] * len(records)
+    rows_by_index: dict[int, dict[str, Any]] = {}
     hard = 0
     for name in SPLITS:
         pool = docs_by_split[name]
@@ -65,20 +65,23 @@ def build_raft(
             chosen = ranked.get(index, [])[:count]
             hard += len(chosen)
             chosen += _random_distractors(rng, pool, exclude={record["doc_id"], *chosen}, count=count - len(chosen))
-            rows[index] = _raft_row(record, chosen, texts, keep_golden, raft, rng, name)
+            rows_by_index[index] = _raft_row(record, chosen, texts, keep_golden, raft, rng, name)
 
-    done = [row for row in rows if row is not None]
-    return done, _metrics(done, docs_by_split, raft, hard)
+    rows = [rows_by_index[index] for index in range(len(records))]  # every record is in exactly one split
+    return rows, _metrics(rows, docs_by_split, raft, hard)
 
 
 def _random_distractors(rng: random.Random, pool: list[str], exclude: set[str], count: int) -> list[str]:
-    # Sample indices (O(count)) rather than building "pool minus exclude" per record (O(pool)).
+    """Draw until `count` new documents: O(count) per record, where copying "pool minus exclude" is O(pool).
+
+    Terminates because build_raft checked the pool holds at least count + len(exclude) documents.
+    """
     picked: list[str] = []
     while len(picked) < count:
-        for i in rng.sample(range(len(pool)), min(len(pool), count - len(picked) + len(exclude))):
-            if pool[i] not in exclude and len(picked) < count:
-                picked.append(pool[i])
-                exclude = exclude | {pool[i]}
+        candidate = pool[rng.randrange(len(pool))]
+        if candidate not in exclude:
+            picked.append(candidate)
+            exclude.add(candidate)
     return picked
 
 

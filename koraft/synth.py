@@ -33,17 +33,26 @@ _AGENCIES = ["한국항공우주연구원", "누리우주센터", "새빛기술�
 _MISSIONS = ["해양 관측", "기상 관측", "우주 통신", "지형 촬영", "대기 오염 측정"]
 
 
-def has_final_consonant(word: str) -> bool:
+_FINAL_RIEUL = 8  # index of ㄹ among the 28 final-consonant slots of a Hangul syllable
+
+
+def _final_consonant(word: str) -> int | None:
+    """Index of the last syllable's final consonant (0: none); None when it is not Hangul."""
     last = word.rstrip().rstrip("》」』\"')")[-1]  # a particle follows the word, not the bracket
-    if "가" <= last <= "힣":
-        return (ord(last) - 0xAC00) % 28 != 0
-    return last in "0136781lmnLMN"  # digits read 영 일 삼 육 칠 팔 (and 십/백/천 endings are rare here)
+    return (ord(last) - 0xAC00) % 28 if "가" <= last <= "힣" else None
+
+
+def has_final_consonant(word: str) -> bool:
+    final = _final_consonant(word)
+    if final is None:  # digits read 영 일 삼 육 칠 팔 end in a consonant
+        return word.rstrip()[-1] in "0136781lmnLMN"
+    return final != 0
 
 
 def josa(word: str, pair: str) -> str:
     """Attach the particle that fits the word's last syllable: josa('서울', '은/는') -> '서울은'."""
     with_final, without_final = pair.split("/")
-    if pair == "으로/로" and "가" <= word[-1] <= "힣" and (ord(word[-1]) - 0xAC00) % 28 == 8:
+    if pair == "으로/로" and _final_consonant(word) == _FINAL_RIEUL:
         return word + without_final  # a final ㄹ takes 로, as in 서울로
     return word + (with_final if has_final_consonant(word) else without_final)
 
@@ -253,6 +262,10 @@ class QA:
     sentence: str  # the document sentence that holds the span
     context: str
     cot: str | None
+
+    def as_record(self) -> dict[str, str | None]:
+        """The raw-record fields the validate stage reads."""
+        return {"question": self.question, "context": self.context, "answer": self.answer, "cot": self.cot}
 
 
 def chain_of_thought(sentence: str, span: str) -> str:

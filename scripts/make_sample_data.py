@@ -31,8 +31,7 @@ def main() -> None:
         for number, qa in enumerate(qas):
             qid = f"sample-{index:03d}-{number}"
             if kind < 6:
-                jsonl.append({"id": qid, "question": qa.question, "context": qa.context,
-                              "answer": qa.answer, "cot": qa.cot})
+                jsonl.append({"id": qid, **qa.as_record()})
             elif kind < 8:
                 korquad.append((document.topic, qa.context, qid, qa))
             elif kind == 8:
