@@ -20,7 +20,7 @@ def params() -> dict:
     return load_params(ROOT / "params.yaml")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def validate_params(params):
     validate, _ = check_validate(params)
     return validate
@@ -36,6 +36,15 @@ def split_params(params):
     return dict(check_split(params))
 
 
+def set_dotted(params: dict, dotted_key: str, value) -> None:
+    """Set params["a"]["b"][0]["c"] from "a.b.0.c" (numeric parts index lists)."""
+    *parents, last = dotted_key.split(".")
+    node = params
+    for key in parents:
+        node = node[int(key)] if isinstance(node, list) else node[key]
+    node[last] = value
+
+
 def write_jsonl(path: Path, rows: list) -> Path:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return path
@@ -43,10 +52,7 @@ def write_jsonl(path: Path, rows: list) -> Path:
 
 def synthetic_records(tmp_path: Path, validate: dict, num_docs: int, seed: int = 0) -> list[dict]:
     """Validated records (with doc ids) for a synthetic corpus of num_docs documents."""
-    rows = [
-        {"question": qa.question, "context": qa.context, "answer": qa.answer, "cot": qa.cot}
-        for _, qas in generate(num_docs, seed=seed) for qa in qas
-    ]
+    rows = [qa.as_record() for _, qas in generate(num_docs, seed=seed) for qa in qas]
     path = write_jsonl(tmp_path / f"synthetic-{num_docs}-{seed}.jsonl", rows)
     result = validate_inputs([InputSpec(str(path), "jsonl")], validate["lengths"], validate["near_duplicates"])
     return result.records

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+from conftest import set_dotted
 
 from koraft.errors import ParamError
 from koraft.params import check_base, check_raft, check_split, check_validate
@@ -12,11 +13,7 @@ from koraft.params import check_base, check_raft, check_split, check_validate
 
 def broken(params, dotted_key, value):
     params = copy.deepcopy(params)
-    *parents, last = dotted_key.split(".")
-    node = params
-    for key in parents:
-        node = node[int(key)] if isinstance(node, list) else node[key]
-    node[last] = value
+    set_dotted(params, dotted_key, value)
     return params
 
 

@@ -14,11 +14,8 @@ from koraft.split import assign_split
 
 
 @pytest.fixture(scope="module")
-def records(tmp_path_factory, params):
-    from koraft.params import check_validate
-
-    validate, _ = check_validate(params)
-    return synthetic_records(tmp_path_factory.mktemp("raft"), validate, num_docs=200)
+def records(tmp_path_factory, validate_params):
+    return synthetic_records(tmp_path_factory.mktemp("raft"), validate_params, num_docs=200)
 
 
 @pytest.mark.parametrize("source", ["random", "bm25"])

@@ -8,7 +8,7 @@ import pytest
 from conftest import synthetic_records
 
 from koraft.errors import KoraftError
-from koraft.params import SPLITS
+from koraft.params import SPLITS, check_raft, check_split
 from koraft.quality import leakage, quality_report, split_rows
 from koraft.raft import build_raft
 from koraft.split import assign_split
@@ -26,11 +26,8 @@ def test_assignment_is_stable_when_data_grows():
 
 
 @pytest.fixture(scope="module")
-def raft_rows(tmp_path_factory, params):
-    from koraft.params import check_raft, check_split, check_validate
-
-    validate, _ = check_validate(params)
-    records = synthetic_records(tmp_path_factory.mktemp("split"), validate, num_docs=120)
+def raft_rows(tmp_path_factory, params, validate_params):
+    records = synthetic_records(tmp_path_factory.mktemp("split"), validate_params, num_docs=120)
     raft = {**check_raft(params), "distractor_source": "random"}
     rows, _ = build_raft(records, raft, check_split(params), seed=5)
     return rows

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, set_dotted
 
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "koraft", "data/raw", ".dvc/config", ".dvcignore"]
 OUTPUTS = ["data/validated/records.jsonl", "data/validated/rejects.jsonl", "data/raft/raft.jsonl",
@@ -48,14 +48,15 @@ def make_project(path: Path) -> Path:
     return path
 
 
-def set_param(project: Path, dotted: str, value) -> None:
+def edit_params(project: Path, change) -> None:
+    """Apply change(params) to the project's params.yaml."""
     params = yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))
-    *parents, last = dotted.split(".")
-    node = params
-    for key in parents:
-        node = node[key]
-    node[last] = value
+    change(params)
     (project / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
+
+
+def set_param(project: Path, dotted: str, value) -> None:
+    edit_params(project, lambda params: set_dotted(params, dotted, value))
 
 
 @pytest.fixture(scope="module")
@@ -125,9 +126,7 @@ def test_unreadable_input_file_is_one_clear_line(tmp_path, content, expected):
     project = make_project(tmp_path / "broken")
     if content is not None:
         (project / "data/raw/extra.json").write_text(content, encoding="utf-8")
-    params = yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))
-    params["validate"]["inputs"].append({"path": "data/raw/extra.json"})
-    (project / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
+    edit_params(project, lambda params: params["validate"]["inputs"].append({"path": "data/raw/extra.json"}))
     result = run(["python", "stages/validate.py"], project, check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith(f"validate: error: {expected}") and result.stderr.count("\n") == 1
