@@ -35,7 +35,8 @@ FAMILIES = {
     "exaone4": Family("exaone4", template_kwargs={"enable_thinking": False}),
     "exaone3": Family("exaone3", needs_remote_code=True, eos_token="[|endofturn|]",
                       target_modules=("q_proj", "k_proj", "v_proj", "out_proj", "c_fc_0", "c_fc_1", "c_proj")),
-    "gemma2": Family("gemma2", supports_system_role=False, attn_implementation="eager", final_logit_softcap=30.0),
+    "gemma2": Family("gemma2", supports_system_role=False, attn_implementation="eager", final_logit_softcap=30.0,
+                     eos_token="<end_of_turn>"),  # the tokenizer's eos is <eos>; turns end earlier
     # The template writes today's date unless given one: pinned, or prompts (and caches) change daily.
     "llama3": Family("llama3", pad_token="<|finetune_right_pad_id|>", template_kwargs={"date_string": "26 Jul 2024"}),
     "qwen2": Family("qwen2", always_system_prompt=True),

@@ -56,3 +56,25 @@ def synthetic_records(tmp_path: Path, validate: dict, num_docs: int, seed: int =
     path = write_jsonl(tmp_path / f"synthetic-{num_docs}-{seed}.jsonl", rows)
     result = validate_inputs([InputSpec(str(path), "jsonl")], validate["lengths"], validate["near_duplicates"])
     return result.records
+
+
+@pytest.fixture(scope="session")
+def raft_rows(tmp_path_factory, params, validate_params) -> dict[str, list[dict]]:
+    """RAFT rows of a small synthetic corpus (random distractors), grouped by split."""
+    from koraft.raft import build_raft
+
+    records = synthetic_records(tmp_path_factory.mktemp("raft-rows"), validate_params, num_docs=80, seed=3)
+    raft = {**params["raft"], "distractor_source": "random"}
+    rows, _ = build_raft(records, raft, params["split"], seed=7)
+    return {name: [row for row in rows if row["split"] == name] for name in ("train", "val", "test")}
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> Path:
+    """models/base as the base stage writes it, built once per test session."""
+    from koraft.tiny import TINY_SPECS, build_tiny_model
+
+    root = tmp_path_factory.mktemp("base")
+    for name in TINY_SPECS:
+        build_tiny_model(name, root / name)
+    return root

@@ -1,0 +1,66 @@
+"""Merge a trained adapter into its base model and save a standalone model folder.
+
+    python -m koraft.merge --adapter models/train/adapter --output models/merged [--dtype bfloat16]
+
+The base is always reloaded unquantized in 16-bit (or float32), even for a QLoRA adapter:
+merging into 4-bit weights would round the adapter's update away and save a lossy model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from koraft.cli import run_stage
+from koraft.errors import KoraftError
+from koraft.jsonl import write_json
+from koraft.modeling import load_model
+from koraft.presets import FAMILIES, ResolvedModel, ensure_available
+from koraft.train import MANIFEST
+
+MERGE_DTYPES = ("bfloat16", "float16", "float32")
+
+
+def read_manifest(adapter: Path) -> dict:
+    path = adapter / MANIFEST
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise KoraftError(f"{path}: not found; is {adapter} an adapter written by the train stage?") from None
+
+
+def merge_adapter(adapter: str | Path, output: str | Path, dtype: str = "bfloat16") -> Path:
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    if dtype not in MERGE_DTYPES:
+        raise KoraftError(f"--dtype: must be one of {', '.join(MERGE_DTYPES)}, got {dtype!r}")
+    adapter, output = Path(adapter), Path(output)
+    manifest = read_manifest(adapter)
+    if manifest["method"] == "full":
+        raise KoraftError(f"{adapter}: trained with method full, it already is a standalone model")
+    info = manifest["model"]
+    resolved = ResolvedModel(info["preset"], FAMILIES[info["family"]], info["source"], info["revision"],
+                             info["dtype"], info["trust_remote_code"])
+    ensure_available(resolved)
+    base = load_model(resolved, quantization=None, dtype=dtype)
+    merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+    merged.save_pretrained(output)
+    AutoTokenizer.from_pretrained(adapter).save_pretrained(output)  # with the pad token training used
+    write_json(output / MANIFEST, {**manifest, "merged": {"adapter": str(adapter), "dtype": dtype}})
+    return output
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m koraft.merge", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--adapter", default="models/train/adapter")
+    parser.add_argument("--output", default="models/merged")
+    parser.add_argument("--dtype", default="bfloat16", choices=MERGE_DTYPES)
+    args = parser.parse_args()
+    output = merge_adapter(args.adapter, args.output, args.dtype)
+    print(f"merge: {args.adapter} + its base ({args.dtype}) -> {output}")
+
+
+if __name__ == "__main__":
+    run_stage("merge", main)

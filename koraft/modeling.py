@@ -1,0 +1,96 @@
+"""Load a resolved model and its tokenizer the same way for every family, tiny presets included."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from koraft.chat import end_of_turn
+from koraft.errors import KoraftError, ParamError
+from koraft.presets import ResolvedModel
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def torch_dtype(name: str, key: str):
+    import torch
+
+    if name not in DTYPES:
+        raise ParamError(key, f"must be one of {', '.join(DTYPES)}, got {name!r}")
+    return getattr(torch, name)
+
+
+def load_tokenizer(resolved: ResolvedModel):
+    """The tokenizer with a pad token that is not the end of turn (else the target's last token is masked)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolved.source, revision=resolved.revision,
+                                              trust_remote_code=resolved.trust_remote_code)
+    family = resolved.family
+    if family.pad_token:
+        if tokenizer.convert_tokens_to_ids(family.pad_token) in (None, tokenizer.unk_token_id):
+            raise KoraftError(f"{resolved.source}: family {family.name} pads with {family.pad_token}, "
+                              f"which this tokenizer does not have")
+        tokenizer.pad_token = family.pad_token
+    stop = end_of_turn(tokenizer, family)
+    if tokenizer.pad_token is None or tokenizer.pad_token in (stop, tokenizer.eos_token):
+        raise KoraftError(f"{resolved.source}: pad token {tokenizer.pad_token!r} is missing or equals the end of "
+                          f"turn; name a reserved token as the family's pad_token")
+    return tokenizer
+
+
+def linear_layer_names(resolved: ResolvedModel) -> set[str]:
+    """Last name parts of the model's Linear layers, from its config alone (no weights loaded)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(resolved.source, revision=resolved.revision,
+                                        trust_remote_code=resolved.trust_remote_code)
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=resolved.trust_remote_code)
+    return {name.rsplit(".", 1)[-1] for name, module in skeleton.named_modules()
+            if isinstance(module, torch.nn.Linear)}
+
+
+def check_target_modules(target_modules: str | list[str], resolved: ResolvedModel) -> None:
+    if target_modules == "all-linear":
+        return
+    if isinstance(target_modules, str) or not isinstance(target_modules, list) or not target_modules:
+        raise ParamError("train.lora.target_modules", f"must be all-linear or a list of module names, "
+                                                      f"got {target_modules!r}")
+    names = linear_layer_names(resolved)
+    missing = [name for name in target_modules if name not in names]
+    if missing:
+        raise ParamError("train.lora.target_modules", f"{missing} name no layer of {resolved.source}; "
+                                                      f"its linear layers are {', '.join(sorted(names))}")
+
+
+def quantization_config(quantization: dict[str, Any]):
+    """NF4 4-bit with double quantization by default; keys mirror BitsAndBytesConfig."""
+    import inspect
+
+    from transformers import BitsAndBytesConfig
+
+    allowed = set(inspect.signature(BitsAndBytesConfig.__init__).parameters) - {"self", "kwargs", "load_in_8bit"}
+    unknown = set(quantization) - allowed
+    if unknown:
+        raise ParamError("train.quantization", f"unknown keys {sorted(unknown)}; keys mirror BitsAndBytesConfig")
+    settings = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
+                **quantization}
+    settings["bnb_4bit_compute_dtype"] = torch_dtype(settings.get("bnb_4bit_compute_dtype", "bfloat16"),
+                                                     "train.quantization.bnb_4bit_compute_dtype")
+    return BitsAndBytesConfig(**settings)
+
+
+def load_model(resolved: ResolvedModel, quantization: dict[str, Any] | None = None, dtype: str | None = None):
+    """from_pretrained with the family's attention and the preset's dtype; 4-bit when `quantization` is given."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {
+        "revision": resolved.revision,
+        "trust_remote_code": resolved.trust_remote_code,
+        "attn_implementation": resolved.family.attn_implementation,
+        "dtype": torch_dtype(dtype or resolved.dtype, "model.dtype"),
+    }
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization_config(quantization)
+    return AutoModelForCausalLM.from_pretrained(resolved.source, **kwargs)

@@ -1,0 +1,281 @@
+"""Fine-tune with trl's SFTTrainer: LoRA, QLoRA (NF4) or full, on prompt/completion samples.
+
+Read top to bottom: resolve and check everything that can be wrong (params, model, target
+modules, samples), then build the trainer, resume from the last complete checkpoint of the
+same configuration if there is one, train, save the adapter with its prompt manifest, and
+summarise. Checkpoints live outside DVC's outputs so an interrupted `dvc repro` can resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import resource
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from koraft.chat import text_sha256
+from koraft.errors import KoraftError, ParamError
+from koraft.jsonl import write_json
+from koraft.modeling import check_target_modules, load_model, load_tokenizer
+from koraft.presets import ResolvedModel, ensure_available, resolve_model
+from koraft.samples import Encoder, SampleSet, build_samples
+
+METHODS = ("qlora", "lora", "full")
+# SFTConfig keys koraft sets itself: the data format, logging and checkpoint layout depend on them.
+RESERVED_ARGS = {"output_dir", "report_to", "completion_only_loss", "assistant_only_loss", "dataset_text_field",
+                 "packing", "load_best_model_at_end", "metric_for_best_model", "greater_is_better",
+                 "include_num_input_tokens_seen", "eval_strategy", "save_strategy", "use_cpu",
+                 "resume_from_checkpoint", "push_to_hub", "hub_token"}
+MANIFEST = "koraft_manifest.json"
+CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt", "rng_state.pth")
+
+
+@dataclass(frozen=True)
+class TrainPaths:
+    adapter: Path  # the PEFT adapter (or the full model for method: full)
+    checkpoints: Path  # scratch space kept between interrupted runs, removed after success
+    plots: Path  # DVCLive loss curves
+    tiny_models: Path = Path("models/base")
+
+
+def check_train(train: dict[str, Any]) -> dict[str, Any]:
+    """Structural checks that need no ML library; key names are checked against the libraries later."""
+    if train.get("method") not in METHODS:
+        raise ParamError("train.method", f"must be one of {', '.join(METHODS)}, got {train.get('method')!r}")
+    for key in ("lora", "quantization", "args"):
+        if not isinstance(train.get(key), dict):
+            raise ParamError(f"train.{key}", "section is missing or not a mapping")
+    patience = train.get("early_stopping_patience", 0)
+    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
+        raise ParamError("train.early_stopping_patience", f"must be an integer >= 0 (0: off), got {patience!r}")
+    reserved = sorted(RESERVED_ARGS & set(train["args"]))
+    if reserved:
+        raise ParamError("train.args", f"{reserved} are set by koraft itself")
+    max_length = train["args"].get("max_length")
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 8:
+        raise ParamError("train.args.max_length", f"must be an integer >= 8, got {max_length!r}")
+    return train
+
+
+def lora_config(lora: dict[str, Any]):
+    from peft import LoraConfig
+
+    allowed = {f.name for f in dataclasses.fields(LoraConfig)} - {"task_type", "peft_type"}
+    unknown = set(lora) - allowed
+    if unknown:
+        raise ParamError("train.lora", f"unknown keys {sorted(unknown)}; keys mirror peft.LoraConfig")
+    return LoraConfig(task_type="CAUSAL_LM", **{"target_modules": "all-linear", **lora})
+
+
+def sft_config(args: dict[str, Any], output_dir: Path, has_eval: bool, early_stopping: bool):
+    import torch
+    from trl import SFTConfig
+
+    allowed = {f.name for f in dataclasses.fields(SFTConfig)}
+    unknown = set(args) - allowed
+    if unknown:
+        raise ParamError("train.args", f"unknown keys {sorted(unknown)}; keys mirror trl.SFTConfig")
+    settings = {
+        **args,
+        "output_dir": str(output_dir),
+        "report_to": "none",  # curves are written from the trainer's log history, see write_curves
+        "completion_only_loss": True,
+        "eval_strategy": "steps" if has_eval else "no",
+        "save_strategy": "steps",
+        "load_best_model_at_end": early_stopping,
+        "metric_for_best_model": "eval_loss",
+        "greater_is_better": False,
+        "include_num_input_tokens_seen": "non_padding",
+        "use_cpu": not torch.cuda.is_available(),
+    }
+    if "bf16" not in args:  # mixed precision where the hardware has it; fp32 on CPU
+        settings["bf16"] = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    try:
+        return SFTConfig(**settings)
+    except (TypeError, ValueError) as exc:
+        raise ParamError("train.args", str(exc).strip().splitlines()[0]) from None
+
+
+def last_checkpoint(checkpoints: Path) -> Path | None:
+    """The newest checkpoint written to the end; a run killed mid-save leaves one without trainer_state.json."""
+    complete = [path for path in checkpoints.glob("checkpoint-*")
+                if all((path / name).exists() for name in CHECKPOINT_FILES)]
+    return max(complete, key=lambda path: int(path.name.rsplit("-", 1)[1]), default=None)
+
+
+def prepare_checkpoints(checkpoints: Path, fingerprint: str) -> Path | None:
+    """Keep checkpoints only if they come from the same configuration and data; return the one to resume."""
+    marker = checkpoints / "fingerprint"
+    if checkpoints.exists() and (not marker.exists() or marker.read_text() != fingerprint):
+        shutil.rmtree(checkpoints)
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    marker.write_text(fingerprint)
+    return last_checkpoint(checkpoints)
+
+
+def encode_splits(tokenizer, resolved: ResolvedModel, model: dict[str, Any], max_length: int,
+                  train_rows: list[dict], val_rows: list[dict], train_path: str) -> tuple[SampleSet, SampleSet]:
+    if not train_rows:
+        raise KoraftError(f"{train_path}: training split is empty; check split.ratios and the raw inputs")
+    encoder = Encoder(tokenizer, resolved.family, model.get("system_prompt", ""))
+    train_set = build_samples(train_rows, encoder, max_length)
+    if not train_set.samples:
+        raise ParamError("train.args.max_length", f"{max_length} tokens hold no sample of {train_path}: "
+                                                  f"{train_set.skipped[0]['reason']}")
+    return train_set, build_samples(val_rows, encoder, max_length)
+
+
+def train(train_rows: list[dict], val_rows: list[dict], model: dict[str, Any], train_params: dict[str, Any],
+          paths: TrainPaths, train_path: str = "data/split/train.jsonl", callbacks: list | None = None
+          ) -> dict[str, Any]:
+    """Train and save; returns the metrics for metrics/train.json."""
+    check_train(train_params)
+    resolved = resolve_model(model, paths.tiny_models)
+    ensure_available(resolved)
+    method, args = train_params["method"], train_params["args"]
+    peft = lora_config(train_params["lora"]) if method != "full" else None
+    if peft is not None:
+        check_target_modules(train_params["lora"].get("target_modules", "all-linear"), resolved)
+    tokenizer = load_tokenizer(resolved)
+    train_set, val_set = encode_splits(tokenizer, resolved, model, args["max_length"], train_rows, val_rows,
+                                       train_path)
+    patience = train_params.get("early_stopping_patience", 0)
+    has_eval = bool(val_set.samples)
+    config = sft_config(args, paths.checkpoints, has_eval, early_stopping=has_eval and patience > 0)
+
+    fingerprint = hashlib.sha256(json.dumps(
+        [model, train_params, train_set.manifest, val_set.manifest], sort_keys=True, ensure_ascii=False
+    ).encode()).hexdigest()
+    resume_from = prepare_checkpoints(paths.checkpoints, fingerprint)
+
+    import torch
+    from datasets import Dataset
+    from transformers import EarlyStoppingCallback
+    from trl import SFTTrainer
+
+    base = load_model(resolved, train_params["quantization"] if method == "qlora" else None)
+    base.config.pad_token_id = tokenizer.pad_token_id
+    extra = list(callbacks or [])
+    if has_eval and patience > 0:
+        extra.append(EarlyStoppingCallback(early_stopping_patience=patience))
+    trainer = SFTTrainer(
+        model=base,
+        args=config,
+        train_dataset=Dataset.from_list(train_set.samples),
+        eval_dataset=Dataset.from_list(val_set.samples) if has_eval else None,
+        processing_class=tokenizer,
+        peft_config=peft,
+        callbacks=extra,
+    )
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    tokens_before = 0
+    if resume_from is not None:
+        print(f"train: resuming from {resume_from}")
+        tokens_before = json.loads((resume_from / "trainer_state.json").read_text())["num_input_tokens_seen"]
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    runtime = time.perf_counter() - started
+
+    if paths.adapter.exists():
+        shutil.rmtree(paths.adapter)
+    trainer.save_model(str(paths.adapter))
+    manifest = write_manifest(paths.adapter, resolved, model, train_params, tokenizer, train_set, val_set)
+    write_curves(trainer.state.log_history, paths.plots)
+    metrics = summarise(trainer, result, resolved, method, train_set, val_set, manifest, paths.adapter,
+                        runtime, trainer.state.num_input_tokens_seen - tokens_before, resume_from)
+    shutil.rmtree(paths.checkpoints)
+    return metrics
+
+
+def write_manifest(adapter: Path, resolved: ResolvedModel, model: dict[str, Any], train_params: dict[str, Any],
+                   tokenizer, train_set: SampleSet, val_set: SampleSet) -> dict[str, Any]:
+    """What the adapter was trained from: model, template inputs and every rendered prompt's hash."""
+    manifest = {
+        "model": {"preset": resolved.preset, "source": resolved.source, "revision": resolved.revision,
+                  "family": resolved.family.name, "dtype": resolved.dtype,
+                  "trust_remote_code": resolved.trust_remote_code},
+        "method": train_params["method"],
+        "chat_template_sha256": text_sha256(tokenizer.chat_template),
+        "template_kwargs": resolved.family.template_kwargs,
+        "system_prompt": model.get("system_prompt", ""),
+        "pad_token": tokenizer.pad_token,
+        "samples": {"train": train_set.manifest, "val": val_set.manifest},
+    }
+    manifest["prompts_sha256"] = text_sha256(json.dumps(manifest["samples"], sort_keys=True))
+    write_json(adapter / MANIFEST, manifest)
+    return manifest
+
+
+def write_curves(log_history: list[dict[str, Any]], plots: Path) -> None:
+    """Loss and learning-rate curves at the trainer's global step, as DVCLive plots.
+
+    Written from the log history after training rather than streamed: the history is restored
+    from the checkpoint on resume, so an interrupted run ends with the same curves as a clean one.
+    """
+    from dvclive import Live
+
+    names = {"loss": "train/loss", "eval_loss": "eval/loss", "learning_rate": "train/learning_rate"}
+    with Live(str(plots), dvcyaml=False, save_dvc_exp=False, report=None) as live:
+        for entry in log_history:
+            logged = {names[key]: value for key, value in entry.items() if key in names}
+            if not logged:
+                continue
+            live.step = entry["step"]
+            for name, value in logged.items():
+                live.log_metric(name, value)
+
+
+def peak_memory_mib() -> float:
+    import torch
+
+    if torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
+
+
+def directory_bytes(path: Path) -> int:
+    return sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
+
+
+def summarise(trainer, result, resolved: ResolvedModel, method: str, train_set: SampleSet, val_set: SampleSet,
+              manifest: dict[str, Any], adapter: Path, runtime: float, tokens: int, resumed: Path | None
+              ) -> dict[str, Any]:
+    history = trainer.state.log_history
+    train_losses = [entry["loss"] for entry in history if "loss" in entry]
+    eval_losses = [(entry["step"], entry["eval_loss"]) for entry in history if "eval_loss" in entry]
+    if hasattr(trainer.model, "get_nb_trainable_parameters"):  # PEFT: counts 4-bit weights unpacked
+        trainable, total = trainer.model.get_nb_trainable_parameters()
+    else:
+        trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in trainer.model.parameters())
+    best_step, best_loss = min(eval_losses, key=lambda item: item[1], default=(None, None))
+    return {
+        "model": {"preset": resolved.preset, "source": resolved.source, "family": resolved.family.name,
+                  "method": method},
+        "loss": {
+            "train_final": round(train_losses[-1], 4) if train_losses else None,
+            "train_mean": round(result.training_loss, 4),
+            "eval_final": round(eval_losses[-1][1], 4) if eval_losses else None,
+            "eval_best": round(best_loss, 4) if best_loss is not None else None,
+            "eval_best_step": best_step,
+        },
+        "steps": trainer.state.global_step,
+        "epochs": round(trainer.state.epoch or 0.0, 3),
+        "parameters": {"trainable": trainable, "total": total, "trainable_share": round(trainable / total, 6)},
+        "samples": {"train": train_set.report(), "val": val_set.report()},
+        "prompts_sha256": manifest["prompts_sha256"],
+        "cost": {
+            "train_runtime_s": round(runtime, 2),
+            "tokens_per_s": round(tokens / runtime, 1) if runtime else None,
+            "peak_memory_mib": peak_memory_mib(),
+            "adapter_bytes": directory_bytes(adapter),
+            "resumed_from_step": int(resumed.name.rsplit("-", 1)[1]) if resumed else None,
+            "device": "cuda" if trainer.args.device.type == "cuda" else "cpu",
+        },
+    }

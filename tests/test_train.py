@@ -1,0 +1,197 @@
+"""LoRA, QLoRA and full fine-tuning for real (trl + peft + bitsandbytes on CPU) on the tiny presets."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from peft import PeftModel
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+from koraft.errors import KoraftError
+from koraft.merge import merge_adapter
+from koraft.presets import FAMILIES
+from koraft.samples import Encoder, build_samples
+from koraft.train import TrainPaths, train
+
+
+def quick(params: dict, method: str = "lora", steps: int = 6, **args) -> dict:
+    """The project's train params, shortened to a few steps."""
+    quick_params = copy.deepcopy(params["train"])
+    quick_params["method"] = method
+    quick_params["args"].update({"max_steps": steps, "logging_steps": 1, "eval_steps": 2, "save_steps": 2,
+                                 "per_device_train_batch_size": 4, "per_device_eval_batch_size": 4,
+                                 "disable_tqdm": True, **args})
+    return quick_params
+
+
+def model_params(params: dict, preset: str = "tiny-s") -> dict:
+    return {**params["model"], "preset": preset}
+
+
+def paths(root, tiny_models) -> TrainPaths:
+    return TrainPaths(adapter=root / "adapter", checkpoints=root / "checkpoints", plots=root / "plots",
+                      tiny_models=tiny_models)
+
+
+def fixed_batch_loss(model, tokenizer, rows: list[dict], system_prompt: str) -> float:
+    """Mean completion-token loss on the first rows, as the trainer computes it."""
+    samples = build_samples(rows, Encoder(tokenizer, FAMILIES["tiny"], system_prompt), 384).samples
+    losses = []
+    with torch.no_grad():
+        for sample in samples:
+            ids = torch.tensor([sample["input_ids"]])
+            labels = torch.where(torch.tensor([sample["completion_mask"]]) == 1, ids, -100)
+            losses.append(model(input_ids=ids, labels=labels).loss.item())
+    return sum(losses) / len(losses)
+
+
+@pytest.mark.parametrize("method", ["lora", "qlora"])
+def test_training_saves_a_loadable_adapter_that_lowers_the_loss(method, params, raft_rows, tiny_models, tmp_path):
+    rows = raft_rows["train"][:8]
+    where = paths(tmp_path, tiny_models)
+    metrics = train(rows, raft_rows["val"][:4], model_params(params),
+                    quick(params, method, steps=12, learning_rate=1.0e-2), where)
+    assert (where.adapter / "adapter_model.safetensors").exists() and not where.checkpoints.exists()
+    assert metrics["steps"] == 12 and metrics["model"]["method"] == method
+    assert 0 < metrics["parameters"]["trainable_share"] < 0.5 and metrics["cost"]["adapter_bytes"] > 0
+    assert metrics["loss"]["eval_best"] is not None and metrics["cost"]["tokens_per_s"] > 0
+
+    tokenizer = AutoTokenizer.from_pretrained(where.adapter)
+    base = AutoModelForCausalLM.from_pretrained(tiny_models / "tiny-s")
+    before = fixed_batch_loss(base, tokenizer, rows[:4], params["model"]["system_prompt"])
+    tuned = PeftModel.from_pretrained(base, where.adapter)
+    after = fixed_batch_loss(tuned, tokenizer, rows[:4], params["model"]["system_prompt"])
+    assert after < before - 0.1, (before, after)
+
+    manifest = json.loads((where.adapter / "koraft_manifest.json").read_text())
+    assert [entry["id"] for entry in manifest["samples"]["train"]] == [row["id"] for row in rows]
+    assert manifest["prompts_sha256"] == metrics["prompts_sha256"] and manifest["method"] == method
+    curve = (where.plots / "plots/metrics/train/loss.tsv").read_text().splitlines()
+    assert curve[0] == "step\tloss" and [line.split("\t")[0] for line in curve[1:]] == [str(s) for s in range(1, 13)]
+
+
+def test_qlora_loads_the_base_in_4_bit_nf4(params, raft_rows, tiny_models, tmp_path):
+    class Inspect(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            import bitsandbytes as bnb
+
+            layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+            self.quant_types = {layer.weight.quant_type for layer in layers}
+            self.double = {layer.weight.quant_state.nested for layer in layers}
+
+    inspect = Inspect()
+    train(raft_rows["train"][:4], [], model_params(params), quick(params, "qlora", steps=1),
+          paths(tmp_path, tiny_models), callbacks=[inspect])
+    assert inspect.quant_types == {"nf4"} and inspect.double == {True}
+
+
+class Crash(TrainerCallback):
+    """Stops the run right after a checkpoint is written, as a kill at that moment would."""
+
+    def __init__(self, at_step: int):
+        self.at_step = at_step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.at_step:
+            raise KeyboardInterrupt(f"killed after step {state.global_step}")
+
+
+def test_interrupted_run_resumes_to_the_same_adapter(params, raft_rows, tiny_models, tmp_path):
+    rows, val = raft_rows["train"][:12], raft_rows["val"][:4]
+    settings = quick(params, "lora", steps=8)
+    clean = paths(tmp_path / "clean", tiny_models)
+    train(rows, val, model_params(params), settings, clean)
+
+    interrupted = paths(tmp_path / "interrupted", tiny_models)
+    with pytest.raises(KeyboardInterrupt):
+        train(rows, val, model_params(params), settings, interrupted, callbacks=[Crash(at_step=4)])
+    assert (interrupted.checkpoints / "checkpoint-4" / "trainer_state.json").exists()
+    metrics = train(rows, val, model_params(params), settings, interrupted)
+    assert metrics["cost"]["resumed_from_step"] == 4
+
+    expected = load_file(clean.adapter / "adapter_model.safetensors")
+    resumed = load_file(interrupted.adapter / "adapter_model.safetensors")
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        torch.testing.assert_close(resumed[name], expected[name], rtol=1e-5, atol=1e-6)
+    for name in ("train/loss.tsv", "eval/loss.tsv"):
+        assert (interrupted.plots / "plots/metrics" / name).read_text() == \
+               (clean.plots / "plots/metrics" / name).read_text()
+
+
+def test_checkpoints_of_other_params_are_not_resumed(params, raft_rows, tiny_models, tmp_path):
+    rows = raft_rows["train"][:8]
+    where = paths(tmp_path, tiny_models)
+    with pytest.raises(KeyboardInterrupt):
+        train(rows, [], model_params(params), quick(params, steps=6), where, callbacks=[Crash(at_step=2)])
+    metrics = train(rows, [], model_params(params), quick(params, steps=6, learning_rate=5.0e-4), where)
+    assert metrics["cost"]["resumed_from_step"] is None
+
+
+def test_merge_reloads_the_base_unquantized_and_equals_base_plus_adapter(params, raft_rows, tiny_models, tmp_path):
+    where = paths(tmp_path, tiny_models)
+    train(raft_rows["train"][:8], [], model_params(params), quick(params, "qlora", steps=4, learning_rate=1.0e-2),
+          where)
+    merged_dir = merge_adapter(where.adapter, tmp_path / "merged", dtype="float32")
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir)
+    assert "quantization_config" not in json.loads((merged_dir / "config.json").read_text())
+    base = AutoModelForCausalLM.from_pretrained(tiny_models / "tiny-s")
+    with_adapter = PeftModel.from_pretrained(base, where.adapter)
+    ids = torch.tensor([AutoTokenizer.from_pretrained(merged_dir)("한결시의 인구는 약 12만 명이다.")["input_ids"]])
+    with torch.no_grad():
+        expected, actual = with_adapter(input_ids=ids).logits, merged(input_ids=ids).logits
+        with with_adapter.disable_adapter():
+            plain = with_adapter(input_ids=ids).logits
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(plain, actual, atol=1e-3)  # the adapter did change the model
+    bf16 = merge_adapter(where.adapter, tmp_path / "merged-bf16")
+    assert json.loads((bf16 / "config.json").read_text())["dtype"] == "bfloat16"
+
+
+def test_full_fine_tuning_saves_a_whole_model(params, raft_rows, tiny_models, tmp_path):
+    where = paths(tmp_path, tiny_models)
+    metrics = train(raft_rows["train"][:4], [], model_params(params), quick(params, "full", steps=2), where)
+    assert metrics["parameters"]["trainable_share"] == 1.0
+    assert (where.adapter / "model.safetensors").exists()
+    with pytest.raises(KoraftError, match="already is a standalone model"):
+        merge_adapter(where.adapter, tmp_path / "merged")
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda m, t: m.update(preset="gpt-5"), "model.preset: unknown preset 'gpt-5'"),
+    (lambda m, t: t["lora"].update(target_modules=["q_proj", "out_proj"]),
+     r"train.lora.target_modules: \['out_proj'\] name no layer"),
+    (lambda m, t: t["args"].update(max_length=12), "train.args.max_length: 12 tokens hold no sample"),
+    (lambda m, t: t["args"].update(learning_rat=1.0e-3), r"train.args: unknown keys \['learning_rat'\]"),
+    (lambda m, t: t["args"].update(output_dir="/tmp/x"), r"train.args: \['output_dir'\] are set by koraft"),
+    (lambda m, t: t.update(method="dora"), "train.method: must be one of qlora, lora, full"),
+    (lambda m, t: t["lora"].update(rank=8), r"train.lora: unknown keys \['rank'\]"),
+])
+def test_bad_params_fail_in_one_line_before_training(change, expected, params, raft_rows, tiny_models, tmp_path):
+    model, settings = model_params(params), quick(params)
+    change(model, settings)
+    where = paths(tmp_path, tiny_models)
+    with pytest.raises(KoraftError, match=expected) as error:
+        train(raft_rows["train"][:4], [], model, settings, where)
+    assert "\n" not in str(error.value) and not where.checkpoints.exists()
+
+
+def test_empty_training_split_is_a_clear_error(params, tiny_models, tmp_path):
+    with pytest.raises(KoraftError, match="train.jsonl: training split is empty"):
+        train([], [], model_params(params), quick(params), paths(tmp_path, tiny_models))
+
+
+def test_family_without_chat_template_is_refused(params, raft_rows, tiny_models, tmp_path):
+    folder = tmp_path / "no-template"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models / "tiny-s")
+    AutoModelForCausalLM.from_pretrained(tiny_models / "tiny-s").save_pretrained(folder)
+    tokenizer.chat_template = None
+    tokenizer.save_pretrained(folder)
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+    with pytest.raises(KoraftError, match="has no chat template"):
+        train(raft_rows["train"][:4], [], {"name": str(folder), "family": "tiny"}, quick(params),
+              paths(tmp_path, tiny_models))
