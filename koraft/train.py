@@ -185,12 +185,22 @@ def train(train_rows: list[dict], val_rows: list[dict], model: dict[str, Any], t
     if paths.adapter.exists():
         shutil.rmtree(paths.adapter)
     trainer.save_model(str(paths.adapter))
+    if peft is not None:
+        sort_target_modules(paths.adapter / "adapter_config.json")
     manifest = write_manifest(paths.adapter, resolved, model, train_params, tokenizer, train_set, val_set)
     write_curves(trainer.state.log_history, paths.plots)
     metrics = summarise(trainer, result, resolved, method, train_set, val_set, manifest, paths.adapter,
                         runtime, trainer.state.num_input_tokens_seen - tokens_before, resume_from)
     shutil.rmtree(paths.checkpoints)
     return metrics
+
+
+def sort_target_modules(config_path: Path) -> None:
+    """peft saves `all-linear`, expanded, as a set in hash order: sort it so equal runs give equal bytes."""
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def write_manifest(adapter: Path, resolved: ResolvedModel, model: dict[str, Any], train_params: dict[str, Any],

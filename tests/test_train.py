@@ -67,6 +67,9 @@ def test_training_saves_a_loadable_adapter_that_lowers_the_loss(method, params, 
     after = fixed_batch_loss(tuned, tokenizer, rows[:4], params["model"]["system_prompt"])
     assert after < before - 0.1, (before, after)
 
+    modules = json.loads((where.adapter / "adapter_config.json").read_text())["target_modules"]
+    assert modules == sorted(modules) and "lm_head" not in modules  # byte-stable across processes
+
     manifest = json.loads((where.adapter / "koraft_manifest.json").read_text())
     assert [entry["id"] for entry in manifest["samples"]["train"]] == [row["id"] for row in rows]
     assert manifest["prompts_sha256"] == metrics["prompts_sha256"] and manifest["method"] == method
