@@ -122,7 +122,10 @@ def encode_splits(tokenizer, resolved: ResolvedModel, model: dict[str, Any], max
                   train_rows: list[dict], val_rows: list[dict], train_path: str) -> tuple[SampleSet, SampleSet]:
     if not train_rows:
         raise KoraftError(f"{train_path}: training split is empty; check split.ratios and the raw inputs")
-    encoder = Encoder(tokenizer, resolved.family, model.get("system_prompt", ""))
+    system_prompt = model.get("system_prompt", "")
+    if not isinstance(system_prompt, str):
+        raise ParamError("model.system_prompt", f"must be a string (may be empty), got {system_prompt!r}")
+    encoder = Encoder(tokenizer, resolved.family, system_prompt)
     train_set = build_samples(train_rows, encoder, max_length)
     if not train_set.samples:
         raise ParamError("train.args.max_length", f"{max_length} tokens hold no sample of {train_path}: "

@@ -173,6 +173,8 @@ def test_full_fine_tuning_saves_a_whole_model(params, raft_rows, tiny_models, tm
     (lambda m, t: t["args"].update(output_dir="/tmp/x"), r"train.args: \['output_dir'\] are set by koraft"),
     (lambda m, t: t.update(method="dora"), "train.method: must be one of qlora, lora, full"),
     (lambda m, t: t["lora"].update(rank=8), r"train.lora: unknown keys \['rank'\]"),
+    (lambda m, t: m.update(system_prompt=["a"]), "model.system_prompt: must be a string"),
+    (lambda m, t: t["args"].update(lr_scheduler_type="cosine-ish"), "train.args: .*cosine-ish"),
 ])
 def test_bad_params_fail_in_one_line_before_training(change, expected, params, raft_rows, tiny_models, tmp_path):
     model, settings = model_params(params), quick(params)
