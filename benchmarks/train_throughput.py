@@ -49,7 +49,9 @@ def synthetic_samples(count: int, max_length: int, vocab_size: int, seed: int) -
 
 def build_model(name: str, method: str, folder: Path):
     import torch
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig, Exaone4Config
+    from transformers import AutoModelForCausalLM, Exaone4Config
+
+    from koraft.modeling import quantization_config
 
     cuda = torch.cuda.is_available()
     dtype = torch.bfloat16 if cuda else torch.float32
@@ -61,9 +63,8 @@ def build_model(name: str, method: str, folder: Path):
 
         build_tiny_model(name, folder)
     quantization = None
-    if method == "qlora":
-        quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                          bnb_4bit_compute_dtype=dtype)
+    if method == "qlora":  # koraft's QLoRA: NF4 with double quantization
+        quantization = quantization_config({"bnb_4bit_compute_dtype": str(dtype).removeprefix("torch.")})
     return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, quantization_config=quantization,
                                                 device_map={"": 0} if cuda else None)
 

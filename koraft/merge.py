@@ -41,8 +41,7 @@ def merge_adapter(adapter: str | Path, output: str | Path, dtype: str = "bfloat1
     if manifest["method"] == "full":
         raise KoraftError(f"{adapter}: trained with method full, it already is a standalone model")
     info = manifest["model"]
-    resolved = ResolvedModel(info["preset"], FAMILIES[info["family"]], info["source"], info["revision"],
-                             info["dtype"], info["trust_remote_code"])
+    resolved = ResolvedModel(**{**info, "family": FAMILIES[info["family"]]})
     ensure_available(resolved)
     base = load_model(resolved, quantization=None, dtype=dtype)
     merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()

@@ -6,6 +6,7 @@ from typing import Any
 
 from koraft.chat import end_of_turn
 from koraft.errors import KoraftError, ParamError
+from koraft.params import reject_unknown_keys
 from koraft.presets import ResolvedModel
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -71,9 +72,7 @@ def quantization_config(quantization: dict[str, Any]):
     from transformers import BitsAndBytesConfig
 
     allowed = set(inspect.signature(BitsAndBytesConfig.__init__).parameters) - {"self", "kwargs", "load_in_8bit"}
-    unknown = set(quantization) - allowed
-    if unknown:
-        raise ParamError("train.quantization", f"unknown keys {sorted(unknown)}; keys mirror BitsAndBytesConfig")
+    reject_unknown_keys(quantization, allowed, "train.quantization", "keys mirror BitsAndBytesConfig")
     settings = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
                 **quantization}
     settings["bnb_4bit_compute_dtype"] = torch_dtype(settings.get("bnb_4bit_compute_dtype", "bfloat16"),

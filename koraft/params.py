@@ -44,6 +44,13 @@ def section(params: dict[str, Any], name: str, prefix: str = "") -> dict[str, An
     return value
 
 
+def reject_unknown_keys(mapping: dict[str, Any], allowed: set[str], key: str, hint: str = "") -> None:
+    """ParamError naming `key` when `mapping` has keys outside `allowed`."""
+    unknown = set(mapping) - allowed
+    if unknown:
+        raise ParamError(key, f"unknown keys {sorted(unknown)}" + (f"; {hint}" if hint else ""))
+
+
 def _number(params: dict, key: str, prefix: str, low: float, high: float, integer: bool = False) -> float:
     value = params.get(key)
     kind = "an integer" if integer else "a number"
@@ -87,9 +94,7 @@ def check_validate(params: dict[str, Any]) -> tuple[dict[str, Any], list[InputSp
             entry = {"path": entry}
         if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
             raise ParamError(key, "must be a path or a mapping with a 'path' string")
-        unknown = set(entry) - {"path", "format", "columns", "id_prefix"}
-        if unknown:
-            raise ParamError(key, f"unknown keys {sorted(unknown)}")
+        reject_unknown_keys(entry, {"path", "format", "columns", "id_prefix"}, key)
         fmt = entry.get("format") or infer_format(entry["path"])
         if fmt not in FORMATS:
             raise ParamError(f"{key}.format", f"must be one of {', '.join(FORMATS)}, got {fmt!r}")

@@ -42,12 +42,13 @@ class Encoder:
         self.tokenizer, self.family, self.system_prompt = tokenizer, family, system_prompt
 
     def prompt(self, record: dict[str, Any]) -> tuple[str, list[int]]:
-        text = render_prompt(self.tokenizer, self.family, self.system_prompt, record)
-        return text, self.tokenizer(text, add_special_tokens=False)["input_ids"]  # the template adds bos itself
+        return self._tokenized(render_prompt(self.tokenizer, self.family, self.system_prompt, record))
 
     def target(self, record: dict[str, Any]) -> tuple[str, list[int]]:
-        text = render_target(self.tokenizer, self.family, record)
-        return text, self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return self._tokenized(render_target(self.tokenizer, self.family, record))
+
+    def _tokenized(self, text: str) -> tuple[str, list[int]]:
+        return text, self.tokenizer(text, add_special_tokens=False)["input_ids"]  # templates add bos themselves
 
 
 def build_samples(rows: list[dict[str, Any]], encoder: Encoder, max_length: int) -> SampleSet:

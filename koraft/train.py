@@ -22,7 +22,8 @@ from koraft.chat import text_sha256
 from koraft.errors import KoraftError, ParamError
 from koraft.jsonl import write_json
 from koraft.modeling import check_target_modules, load_model, load_tokenizer
-from koraft.presets import ResolvedModel, ensure_available, resolve_model
+from koraft.params import reject_unknown_keys
+from koraft.presets import Family, ResolvedModel, ensure_available, resolve_model
 from koraft.samples import Encoder, SampleSet, build_samples
 
 METHODS = ("qlora", "lora", "full")
@@ -62,24 +63,26 @@ def check_train(train: dict[str, Any]) -> dict[str, Any]:
     return train
 
 
+def lora_settings(lora: dict[str, Any], family: Family) -> dict[str, Any]:
+    """train.lora with the family's target modules (all-linear, or EXAONE-3's own names) as the default."""
+    default = family.target_modules if isinstance(family.target_modules, str) else list(family.target_modules)
+    return {"target_modules": default, **lora}
+
+
 def lora_config(lora: dict[str, Any]):
     from peft import LoraConfig
 
     allowed = {f.name for f in dataclasses.fields(LoraConfig)} - {"task_type", "peft_type"}
-    unknown = set(lora) - allowed
-    if unknown:
-        raise ParamError("train.lora", f"unknown keys {sorted(unknown)}; keys mirror peft.LoraConfig")
-    return LoraConfig(task_type="CAUSAL_LM", **{"target_modules": "all-linear", **lora})
+    reject_unknown_keys(lora, allowed, "train.lora", "keys mirror peft.LoraConfig")
+    return LoraConfig(task_type="CAUSAL_LM", **lora)
 
 
 def sft_config(args: dict[str, Any], output_dir: Path, has_eval: bool, early_stopping: bool):
     import torch
     from trl import SFTConfig
 
-    allowed = {f.name for f in dataclasses.fields(SFTConfig)}
-    unknown = set(args) - allowed
-    if unknown:
-        raise ParamError("train.args", f"unknown keys {sorted(unknown)}; keys mirror trl.SFTConfig")
+    reject_unknown_keys(args, {f.name for f in dataclasses.fields(SFTConfig)}, "train.args",
+                        "keys mirror trl.SFTConfig")
     settings = {
         **args,
         "output_dir": str(output_dir),
@@ -105,7 +108,11 @@ def last_checkpoint(checkpoints: Path) -> Path | None:
     """The newest checkpoint written to the end; a run killed mid-save leaves one without trainer_state.json."""
     complete = [path for path in checkpoints.glob("checkpoint-*")
                 if all((path / name).exists() for name in CHECKPOINT_FILES)]
-    return max(complete, key=lambda path: int(path.name.rsplit("-", 1)[1]), default=None)
+    return max(complete, key=checkpoint_step, default=None)
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    return int(checkpoint.name.rsplit("-", 1)[1])
 
 
 def prepare_checkpoints(checkpoints: Path, fingerprint: str) -> Path | None:
@@ -141,9 +148,11 @@ def train(train_rows: list[dict], val_rows: list[dict], model: dict[str, Any], t
     resolved = resolve_model(model, paths.tiny_models)
     ensure_available(resolved)
     method, args = train_params["method"], train_params["args"]
-    peft = lora_config(train_params["lora"]) if method != "full" else None
-    if peft is not None:
-        check_target_modules(train_params["lora"].get("target_modules", "all-linear"), resolved)
+    peft = None
+    if method != "full":
+        lora = lora_settings(train_params["lora"], resolved.family)
+        peft = lora_config(lora)
+        check_target_modules(lora["target_modules"], resolved)
     tokenizer = load_tokenizer(resolved)
     train_set, val_set = encode_splits(tokenizer, resolved, model, args["max_length"], train_rows, val_rows,
                                        train_path)
@@ -210,9 +219,7 @@ def write_manifest(adapter: Path, resolved: ResolvedModel, model: dict[str, Any]
                    tokenizer, train_set: SampleSet, val_set: SampleSet) -> dict[str, Any]:
     """What the adapter was trained from: model, template inputs and every rendered prompt's hash."""
     manifest = {
-        "model": {"preset": resolved.preset, "source": resolved.source, "revision": resolved.revision,
-                  "family": resolved.family.name, "dtype": resolved.dtype,
-                  "trust_remote_code": resolved.trust_remote_code},
+        "model": {**dataclasses.asdict(resolved), "family": resolved.family.name},
         "method": train_params["method"],
         "chat_template_sha256": text_sha256(tokenizer.chat_template),
         "template_kwargs": resolved.family.template_kwargs,
@@ -288,7 +295,7 @@ def summarise(trainer, result, resolved: ResolvedModel, method: str, train_set: 
             "tokens_per_s": round(tokens / runtime, 1) if runtime else None,
             "peak_memory_mib": peak_memory_mib(),
             "adapter_bytes": directory_bytes(adapter),
-            "resumed_from_step": int(resumed.name.rsplit("-", 1)[1]) if resumed else None,
+            "resumed_from_step": checkpoint_step(resumed) if resumed else None,
             "device": "cuda" if trainer.args.device.type == "cuda" else "cpu",
         },
     }

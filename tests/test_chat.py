@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from family_models import TEMPLATES, build_family_model
+from family_models import TEMPLATES, build_family_model, family_tokenizer
 from transformers import AutoTokenizer
 
 from koraft.chat import render_prompt, render_target
@@ -13,6 +13,7 @@ from koraft.errors import KoraftError, ParamError
 from koraft.modeling import check_target_modules, load_tokenizer
 from koraft.presets import FAMILIES, resolve_model
 from koraft.samples import Encoder, build_samples
+from koraft.train import lora_settings
 
 SYSTEM = "문서를 근거로 답하세요."
 RECORD = {"id": "q-1", "instruction": "지시문", "documents": ["첫 문서.", "정답은 한결시이다."], "oracle_index": 1,
@@ -76,9 +77,9 @@ def test_exaone4_think_block_is_the_same_in_training_and_generation(folders):
     assert tokenizer.decode(samples[0]["input_ids"][prompt_length:]) == "한결시[|endofturn|]"
 
 
-def test_exaone3_template_ends_turns_with_endofturn(tmp_path):
+def test_exaone3_template_ends_turns_with_endofturn():
     # EXAONE-3's modeling code is remote, so only its template is exercised, on another tokenizer.
-    tokenizer = AutoTokenizer.from_pretrained(build_family_model("qwen2", tmp_path / "m"))
+    tokenizer = family_tokenizer("qwen2")
     tokenizer.chat_template = (TEMPLATES / "exaone3.jinja").read_text(encoding="utf-8")
     family = FAMILIES["exaone3"]
     assert render_prompt(tokenizer, family, SYSTEM, RECORD) == f"[|system|]{SYSTEM}[|endofturn|]\n[|user|]{USER}\n" \
@@ -106,6 +107,12 @@ def test_target_modules_are_checked_against_the_architecture(folders):
                                          r"are down_proj, gate_proj") as error:
         check_target_modules(exaone3_names, resolved)
     assert "\n" not in str(error.value)
+
+
+def test_lora_targets_default_to_the_family_modules():
+    assert lora_settings({}, FAMILIES["exaone3"])["target_modules"] == list(FAMILIES["exaone3"].target_modules)
+    assert lora_settings({}, FAMILIES["llama3"])["target_modules"] == "all-linear"
+    assert lora_settings({"target_modules": ["q_proj"]}, FAMILIES["exaone3"])["target_modules"] == ["q_proj"]
 
 
 def test_a_tokenizer_without_chat_template_is_refused(folders, tmp_path):
