@@ -9,25 +9,16 @@ merging into 4-bit weights would round the adapter's update away and save a loss
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from koraft.cli import run_stage
 from koraft.errors import KoraftError
 from koraft.jsonl import write_json
 from koraft.modeling import load_model
-from koraft.presets import FAMILIES, ResolvedModel, ensure_available
-from koraft.train import MANIFEST
+from koraft.presets import ensure_available
+from koraft.train import MANIFEST, manifest_model, read_manifest
 
 MERGE_DTYPES = ("bfloat16", "float16", "float32")
-
-
-def read_manifest(adapter: Path) -> dict:
-    path = adapter / MANIFEST
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise KoraftError(f"{path}: not found; is {adapter} an adapter written by the train stage?") from None
 
 
 def merge_adapter(adapter: str | Path, output: str | Path, dtype: str = "bfloat16") -> Path:
@@ -40,8 +31,7 @@ def merge_adapter(adapter: str | Path, output: str | Path, dtype: str = "bfloat1
     manifest = read_manifest(adapter)
     if manifest["method"] == "full":
         raise KoraftError(f"{adapter}: trained with method full, it already is a standalone model")
-    info = manifest["model"]
-    resolved = ResolvedModel(**{**info, "family": FAMILIES[info["family"]]})
+    resolved = manifest_model(manifest)
     ensure_available(resolved)
     base = load_model(resolved, quantization=None, dtype=dtype)
     merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()

@@ -52,35 +52,36 @@ def linear_layer_names(resolved: ResolvedModel) -> set[str]:
             if isinstance(module, torch.nn.Linear)}
 
 
-def check_target_modules(target_modules: str | list[str], resolved: ResolvedModel) -> None:
+def check_target_modules(target_modules: str | list[str], resolved: ResolvedModel, key: str = "train") -> None:
     if target_modules == "all-linear":
         return
     if isinstance(target_modules, str) or not isinstance(target_modules, list) or not target_modules:
-        raise ParamError("train.lora.target_modules", f"must be all-linear or a list of module names, "
+        raise ParamError(f"{key}.lora.target_modules", f"must be all-linear or a list of module names, "
                                                       f"got {target_modules!r}")
     names = linear_layer_names(resolved)
     missing = [name for name in target_modules if name not in names]
     if missing:
-        raise ParamError("train.lora.target_modules", f"{missing} name no layer of {resolved.source}; "
+        raise ParamError(f"{key}.lora.target_modules", f"{missing} name no layer of {resolved.source}; "
                                                       f"its linear layers are {', '.join(sorted(names))}")
 
 
-def quantization_config(quantization: dict[str, Any]):
+def quantization_config(quantization: dict[str, Any], key: str = "train"):
     """NF4 4-bit with double quantization by default; keys mirror BitsAndBytesConfig."""
     import inspect
 
     from transformers import BitsAndBytesConfig
 
     allowed = set(inspect.signature(BitsAndBytesConfig.__init__).parameters) - {"self", "kwargs", "load_in_8bit"}
-    reject_unknown_keys(quantization, allowed, "train.quantization", "keys mirror BitsAndBytesConfig")
+    reject_unknown_keys(quantization, allowed, f"{key}.quantization", "keys mirror BitsAndBytesConfig")
     settings = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
                 **quantization}
     settings["bnb_4bit_compute_dtype"] = torch_dtype(settings.get("bnb_4bit_compute_dtype", "bfloat16"),
-                                                     "train.quantization.bnb_4bit_compute_dtype")
+                                                     f"{key}.quantization.bnb_4bit_compute_dtype")
     return BitsAndBytesConfig(**settings)
 
 
-def load_model(resolved: ResolvedModel, quantization: dict[str, Any] | None = None, dtype: str | None = None):
+def load_model(resolved: ResolvedModel, quantization: dict[str, Any] | None = None, dtype: str | None = None,
+               key: str = "train"):
     """from_pretrained with the family's attention and the preset's dtype; 4-bit when `quantization` is given."""
     from transformers import AutoModelForCausalLM
 
@@ -91,5 +92,5 @@ def load_model(resolved: ResolvedModel, quantization: dict[str, Any] | None = No
         "dtype": torch_dtype(dtype or resolved.dtype, "model.dtype"),
     }
     if quantization is not None:
-        kwargs["quantization_config"] = quantization_config(quantization)
+        kwargs["quantization_config"] = quantization_config(quantization, key)
     return AutoModelForCausalLM.from_pretrained(resolved.source, **kwargs)

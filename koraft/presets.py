@@ -76,14 +76,14 @@ class ResolvedModel:
     trust_remote_code: bool
 
 
-def resolve_model(model: dict[str, Any], tiny_dir: str | Path = "models/base") -> ResolvedModel:
-    """Turn the `model:` params section into what to load, checking opt-ins; loads nothing."""
+def resolve_model(model: dict[str, Any], tiny_dir: str | Path = "models/base", key: str = "model") -> ResolvedModel:
+    """Turn a model section (`model:`, `distill.student:`) into what to load, checking opt-ins; loads nothing."""
     name, preset_name = model.get("name"), model.get("preset")
     revision = model.get("revision")
     if name:
         family_name = model.get("family")
         if family_name not in FAMILIES:
-            raise KoraftError(f"params.yaml: model.family: {family_name!r} has no chat-template handling; "
+            raise KoraftError(f"params.yaml: {key}.family: {family_name!r} has no chat-template handling; "
                               f"use one of {', '.join(FAMILIES)}")
         preset, source, dtype = None, str(name), model.get("dtype", "bfloat16")
     elif preset_name in PRESETS:
@@ -91,17 +91,17 @@ def resolve_model(model: dict[str, Any], tiny_dir: str | Path = "models/base") -
         family_name, dtype = preset.family, model.get("dtype", preset.dtype)
         source = preset.hub_id or str(Path(tiny_dir) / preset.name)
     else:
-        raise KoraftError(f"params.yaml: model.preset: unknown preset {preset_name!r}; "
-                          f"use one of {', '.join(PRESETS)}, or set model.name and model.family")
+        raise KoraftError(f"params.yaml: {key}.preset: unknown preset {preset_name!r}; "
+                          f"use one of {', '.join(PRESETS)}, or set {key}.name and {key}.family")
     family = FAMILIES[family_name]
     trust = bool(model.get("trust_remote_code", False))
     if family.needs_remote_code and not trust:
-        raise KoraftError(f"params.yaml: model.trust_remote_code: {source} runs modeling code from its repository; "
-                          f"set it to true to allow that, and pin model.revision to a reviewed commit")
+        raise KoraftError(f"params.yaml: {key}.trust_remote_code: {source} runs modeling code from its repository; "
+                          f"set it to true to allow that, and pin {key}.revision to a reviewed commit")
     return ResolvedModel(preset_name if preset else None, family, source, revision, dtype, trust)
 
 
-def ensure_available(resolved: ResolvedModel) -> None:
+def ensure_available(resolved: ResolvedModel, key: str = "model") -> None:
     """Fail with one line when an offline machine has no copy of a hub model."""
     if Path(resolved.source).is_dir() or os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false", "False"):
         return
@@ -112,5 +112,5 @@ def ensure_available(resolved: ResolvedModel) -> None:
         raise KoraftError(
             f"model {resolved.source} is not available offline (HF_HUB_OFFLINE=1, not in the local cache): "
             f"download it where the hub is reachable (hf download {resolved.source} --local-dir DIR) "
-            f"and set model.name to DIR with model.family: {resolved.family.name}"
+            f"and set {key}.name to DIR with {key}.family: {resolved.family.name}"
         )

@@ -23,7 +23,7 @@ from koraft.errors import KoraftError, ParamError
 from koraft.jsonl import write_json
 from koraft.modeling import check_target_modules, load_model, load_tokenizer
 from koraft.params import reject_unknown_keys
-from koraft.presets import Family, ResolvedModel, ensure_available, resolve_model
+from koraft.presets import FAMILIES, Family, ResolvedModel, ensure_available, resolve_model
 from koraft.samples import Encoder, SampleSet, build_samples
 
 METHODS = ("qlora", "lora", "full")
@@ -44,22 +44,22 @@ class TrainPaths:
     tiny_models: Path = Path("models/base")
 
 
-def check_train(train: dict[str, Any]) -> dict[str, Any]:
+def check_train(train: dict[str, Any], key: str = "train") -> dict[str, Any]:
     """Structural checks that need no ML library; key names are checked against the libraries later."""
     if train.get("method") not in METHODS:
-        raise ParamError("train.method", f"must be one of {', '.join(METHODS)}, got {train.get('method')!r}")
-    for key in ("lora", "quantization", "args"):
-        if not isinstance(train.get(key), dict):
-            raise ParamError(f"train.{key}", "section is missing or not a mapping")
+        raise ParamError(f"{key}.method", f"must be one of {', '.join(METHODS)}, got {train.get('method')!r}")
+    for name in ("lora", "quantization", "args"):
+        if not isinstance(train.get(name), dict):
+            raise ParamError(f"{key}.{name}", "section is missing or not a mapping")
     patience = train.get("early_stopping_patience", 0)
     if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
-        raise ParamError("train.early_stopping_patience", f"must be an integer >= 0 (0: off), got {patience!r}")
+        raise ParamError(f"{key}.early_stopping_patience", f"must be an integer >= 0 (0: off), got {patience!r}")
     reserved = sorted(RESERVED_ARGS & set(train["args"]))
     if reserved:
-        raise ParamError("train.args", f"{reserved} are set by koraft itself")
+        raise ParamError(f"{key}.args", f"{reserved} are set by koraft itself")
     max_length = train["args"].get("max_length")
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 8:
-        raise ParamError("train.args.max_length", f"must be an integer >= 8, got {max_length!r}")
+        raise ParamError(f"{key}.args.max_length", f"must be an integer >= 8, got {max_length!r}")
     return train
 
 
@@ -69,19 +69,19 @@ def lora_settings(lora: dict[str, Any], family: Family) -> dict[str, Any]:
     return {"target_modules": default, **lora}
 
 
-def lora_config(lora: dict[str, Any]):
+def lora_config(lora: dict[str, Any], key: str = "train"):
     from peft import LoraConfig
 
     allowed = {f.name for f in dataclasses.fields(LoraConfig)} - {"task_type", "peft_type"}
-    reject_unknown_keys(lora, allowed, "train.lora", "keys mirror peft.LoraConfig")
+    reject_unknown_keys(lora, allowed, f"{key}.lora", "keys mirror peft.LoraConfig")
     return LoraConfig(task_type="CAUSAL_LM", **lora)
 
 
-def sft_config(args: dict[str, Any], output_dir: Path, has_eval: bool, early_stopping: bool):
+def sft_config(args: dict[str, Any], output_dir: Path, has_eval: bool, early_stopping: bool, key: str = "train"):
     import torch
     from trl import SFTConfig
 
-    reject_unknown_keys(args, {f.name for f in dataclasses.fields(SFTConfig)}, "train.args",
+    reject_unknown_keys(args, {f.name for f in dataclasses.fields(SFTConfig)}, f"{key}.args",
                         "keys mirror trl.SFTConfig")
     settings = {
         **args,
@@ -101,7 +101,7 @@ def sft_config(args: dict[str, Any], output_dir: Path, has_eval: bool, early_sto
     try:
         return SFTConfig(**settings)
     except (TypeError, ValueError) as exc:
-        raise ParamError("train.args", str(exc).strip().splitlines()[0]) from None
+        raise ParamError(f"{key}.args", str(exc).strip().splitlines()[0]) from None
 
 
 def last_checkpoint(checkpoints: Path) -> Path | None:
@@ -125,71 +125,81 @@ def prepare_checkpoints(checkpoints: Path, fingerprint: str) -> Path | None:
     return last_checkpoint(checkpoints)
 
 
-def encode_splits(tokenizer, resolved: ResolvedModel, model: dict[str, Any], max_length: int,
-                  train_rows: list[dict], val_rows: list[dict], train_path: str) -> tuple[SampleSet, SampleSet]:
+def check_system_prompt(system_prompt: Any, key: str = "model.system_prompt") -> str:
+    if not isinstance(system_prompt, str):
+        raise ParamError(key, f"must be a string (may be empty), got {system_prompt!r}")
+    return system_prompt
+
+
+def encode_splits(tokenizer, family: Family, system_prompt: str, max_length: int, train_rows: list[dict],
+                  val_rows: list[dict], train_path: str, key: str = "train") -> tuple[SampleSet, SampleSet]:
     if not train_rows:
         raise KoraftError(f"{train_path}: training split is empty; check split.ratios and the raw inputs")
-    system_prompt = model.get("system_prompt", "")
-    if not isinstance(system_prompt, str):
-        raise ParamError("model.system_prompt", f"must be a string (may be empty), got {system_prompt!r}")
-    encoder = Encoder(tokenizer, resolved.family, system_prompt)
+    encoder = Encoder(tokenizer, family, system_prompt)
     train_set = build_samples(train_rows, encoder, max_length)
     if not train_set.samples:
-        raise ParamError("train.args.max_length", f"{max_length} tokens hold no sample of {train_path}: "
-                                                  f"{train_set.skipped[0]['reason']}")
+        raise ParamError(f"{key}.args.max_length", f"{max_length} tokens hold no sample of {train_path}: "
+                                                   f"{train_set.skipped[0]['reason']}")
     return train_set, build_samples(val_rows, encoder, max_length)
 
 
-def train(train_rows: list[dict], val_rows: list[dict], model: dict[str, Any], train_params: dict[str, Any],
-          paths: TrainPaths, train_path: str = "data/split/train.jsonl", callbacks: list | None = None
-          ) -> dict[str, Any]:
-    """Train and save; returns the metrics for metrics/train.json."""
-    check_train(train_params)
-    resolved = resolve_model(model, paths.tiny_models)
-    ensure_available(resolved)
-    method, args = train_params["method"], train_params["args"]
-    peft = None
-    if method != "full":
-        lora = lora_settings(train_params["lora"], resolved.family)
-        peft = lora_config(lora)
-        check_target_modules(lora["target_modules"], resolved)
-    tokenizer = load_tokenizer(resolved)
-    train_set, val_set = encode_splits(tokenizer, resolved, model, args["max_length"], train_rows, val_rows,
-                                       train_path)
-    patience = train_params.get("early_stopping_patience", 0)
-    has_eval = bool(val_set.samples)
-    config = sft_config(args, paths.checkpoints, has_eval, early_stopping=has_eval and patience > 0)
+def peft_settings(section: dict[str, Any], resolved: ResolvedModel, key: str = "train"):
+    """The LoraConfig for method lora/qlora (target modules checked against the model), None for full."""
+    if section["method"] == "full":
+        return None
+    lora = lora_settings(section["lora"], resolved.family)
+    config = lora_config(lora, key)
+    check_target_modules(lora["target_modules"], resolved, key)
+    return config
 
-    fingerprint = hashlib.sha256(json.dumps(
-        [model, train_params, train_set.manifest, val_set.manifest], sort_keys=True, ensure_ascii=False
-    ).encode()).hexdigest()
-    resume_from = prepare_checkpoints(paths.checkpoints, fingerprint)
 
+@dataclass
+class Fitted:
+    trainer: Any
+    result: Any  # transformers TrainOutput
+    runtime: float  # seconds spent in trainer.train
+    tokens: int  # non-padding input tokens seen by this run (not those before a resume)
+    resumed_from: Path | None
+
+
+def fit(model, tokenizer, peft, train_samples: list[dict], val_samples: list[dict], section: dict[str, Any],
+        paths: TrainPaths, fingerprint_inputs: list[Any], key: str = "train", callbacks: list | None = None,
+        trainer_class=None, trainer_kwargs: dict[str, Any] | None = None) -> Fitted:
+    """Train with `trainer_class` (SFTTrainer by default), resuming a matching checkpoint; save and plot.
+
+    The caller removes paths.checkpoints once it has summarised the run.
+    """
     import torch
     from datasets import Dataset
     from transformers import EarlyStoppingCallback
     from trl import SFTTrainer
 
-    base = load_model(resolved, train_params["quantization"] if method == "qlora" else None)
-    base.config.pad_token_id = tokenizer.pad_token_id
+    patience = section.get("early_stopping_patience", 0)
+    has_eval = bool(val_samples)
+    config = sft_config(section["args"], paths.checkpoints, has_eval, has_eval and patience > 0, key)
+    fingerprint = hashlib.sha256(json.dumps(fingerprint_inputs, sort_keys=True, ensure_ascii=False).encode())
+    resume_from = prepare_checkpoints(paths.checkpoints, fingerprint.hexdigest())
+
+    model.config.pad_token_id = tokenizer.pad_token_id
     extra = list(callbacks or [])
     if has_eval and patience > 0:
         extra.append(EarlyStoppingCallback(early_stopping_patience=patience))
-    trainer = SFTTrainer(
-        model=base,
+    trainer = (trainer_class or SFTTrainer)(
+        model=model,
         args=config,
-        train_dataset=Dataset.from_list(train_set.samples),
-        eval_dataset=Dataset.from_list(val_set.samples) if has_eval else None,
+        train_dataset=Dataset.from_list(train_samples),
+        eval_dataset=Dataset.from_list(val_samples) if has_eval else None,
         processing_class=tokenizer,
         peft_config=peft,
         callbacks=extra,
+        **(trainer_kwargs or {}),
     )
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     tokens_before = 0
     if resume_from is not None:
-        print(f"train: resuming from {resume_from}")
+        print(f"{key}: resuming from {resume_from}")
         tokens_before = json.loads((resume_from / "trainer_state.json").read_text())["num_input_tokens_seen"]
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     runtime = time.perf_counter() - started
@@ -199,10 +209,28 @@ def train(train_rows: list[dict], val_rows: list[dict], model: dict[str, Any], t
     trainer.save_model(str(paths.adapter))
     if peft is not None:
         sort_target_modules(paths.adapter / "adapter_config.json")
-    manifest = write_manifest(paths.adapter, resolved, model, train_params, tokenizer, train_set, val_set)
     write_curves(trainer.state.log_history, paths.plots)
-    metrics = summarise(trainer, result, resolved, method, train_set, val_set, manifest, paths.adapter,
-                        runtime, trainer.state.num_input_tokens_seen - tokens_before, resume_from)
+    return Fitted(trainer, result, runtime, trainer.state.num_input_tokens_seen - tokens_before, resume_from)
+
+
+def train(train_rows: list[dict], val_rows: list[dict], model: dict[str, Any], train_params: dict[str, Any],
+          paths: TrainPaths, train_path: str = "data/split/train.jsonl", callbacks: list | None = None
+          ) -> dict[str, Any]:
+    """Train and save; returns the metrics for metrics/train.json."""
+    check_train(train_params)
+    resolved = resolve_model(model, paths.tiny_models)
+    ensure_available(resolved)
+    peft = peft_settings(train_params, resolved)
+    tokenizer = load_tokenizer(resolved)
+    system_prompt = check_system_prompt(model.get("system_prompt", ""))
+    train_set, val_set = encode_splits(tokenizer, resolved.family, system_prompt, train_params["args"]["max_length"],
+                                       train_rows, val_rows, train_path)
+    method = train_params["method"]
+    base = load_model(resolved, train_params["quantization"] if method == "qlora" else None)
+    fitted = fit(base, tokenizer, peft, train_set.samples, val_set.samples, train_params, paths,
+                 [model, train_params, train_set.manifest, val_set.manifest], callbacks=callbacks)
+    manifest = write_manifest(paths.adapter, resolved, system_prompt, method, tokenizer, train_set, val_set)
+    metrics = summarise(fitted, resolved, method, train_set, val_set, manifest, paths.adapter)
     shutil.rmtree(paths.checkpoints)
     return metrics
 
@@ -215,21 +243,36 @@ def sort_target_modules(config_path: Path) -> None:
         config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def write_manifest(adapter: Path, resolved: ResolvedModel, model: dict[str, Any], train_params: dict[str, Any],
-                   tokenizer, train_set: SampleSet, val_set: SampleSet) -> dict[str, Any]:
+def write_manifest(adapter: Path, resolved: ResolvedModel, system_prompt: str, method: str, tokenizer,
+                   train_set: SampleSet, val_set: SampleSet, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """What the adapter was trained from: model, template inputs and every rendered prompt's hash."""
     manifest = {
         "model": {**dataclasses.asdict(resolved), "family": resolved.family.name},
-        "method": train_params["method"],
+        "method": method,
         "chat_template_sha256": text_sha256(tokenizer.chat_template),
         "template_kwargs": resolved.family.template_kwargs,
-        "system_prompt": model.get("system_prompt", ""),
+        "system_prompt": system_prompt,
         "pad_token": tokenizer.pad_token,
         "samples": {"train": train_set.manifest, "val": val_set.manifest},
+        **(extra or {}),
     }
     manifest["prompts_sha256"] = text_sha256(json.dumps(manifest["samples"], sort_keys=True))
     write_json(adapter / MANIFEST, manifest)
     return manifest
+
+
+def read_manifest(adapter: Path) -> dict[str, Any]:
+    path = Path(adapter) / MANIFEST
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise KoraftError(f"{path}: not found; is {adapter} an output of the train stage?") from None
+
+
+def manifest_model(manifest: dict[str, Any]) -> ResolvedModel:
+    """The base model an adapter was trained on, as its manifest recorded it."""
+    info = manifest["model"]
+    return ResolvedModel(**{**info, "family": FAMILIES[info["family"]]})
 
 
 def write_curves(log_history: list[dict[str, Any]], plots: Path) -> None:
@@ -240,7 +283,9 @@ def write_curves(log_history: list[dict[str, Any]], plots: Path) -> None:
     """
     from dvclive import Live
 
-    names = {"loss": "train/loss", "eval_loss": "eval/loss", "learning_rate": "train/learning_rate"}
+    names = {"loss": "train/loss", "eval_loss": "eval/loss", "learning_rate": "train/learning_rate",
+             "ce_loss": "train/ce_loss", "kd_loss": "train/kd_loss",  # distillation's two loss terms
+             "eval_ce_loss": "eval/ce_loss", "eval_kd_loss": "eval/kd_loss"}
     with Live(str(plots), dvcyaml=False, save_dvc_exp=False, report=None) as live:
         for entry in log_history:
             logged = {names[key]: value for key, value in entry.items() if key in names}
@@ -263,9 +308,9 @@ def directory_bytes(path: Path) -> int:
     return sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
 
 
-def summarise(trainer, result, resolved: ResolvedModel, method: str, train_set: SampleSet, val_set: SampleSet,
-              manifest: dict[str, Any], adapter: Path, runtime: float, tokens: int, resumed: Path | None
-              ) -> dict[str, Any]:
+def summarise(fitted: Fitted, resolved: ResolvedModel, method: str, train_set: SampleSet, val_set: SampleSet,
+              manifest: dict[str, Any], adapter: Path) -> dict[str, Any]:
+    trainer, runtime = fitted.trainer, fitted.runtime
     history = trainer.state.log_history
     train_losses = [entry["loss"] for entry in history if "loss" in entry]
     eval_losses = [(entry["step"], entry["eval_loss"]) for entry in history if "eval_loss" in entry]
@@ -280,7 +325,7 @@ def summarise(trainer, result, resolved: ResolvedModel, method: str, train_set: 
                   "method": method},
         "loss": {
             "train_final": round(train_losses[-1], 4) if train_losses else None,
-            "train_mean": round(result.training_loss, 4),
+            "train_mean": round(fitted.result.training_loss, 4),
             "eval_final": round(eval_losses[-1][1], 4) if eval_losses else None,
             "eval_best": round(best_loss, 4) if best_loss is not None else None,
             "eval_best_step": best_step,
@@ -292,10 +337,10 @@ def summarise(trainer, result, resolved: ResolvedModel, method: str, train_set: 
         "prompts_sha256": manifest["prompts_sha256"],
         "cost": {
             "train_runtime_s": round(runtime, 2),
-            "tokens_per_s": round(tokens / runtime, 1) if runtime else None,
+            "tokens_per_s": round(fitted.tokens / runtime, 1) if runtime else None,
             "peak_memory_mib": peak_memory_mib(),
             "adapter_bytes": directory_bytes(adapter),
-            "resumed_from_step": checkpoint_step(resumed) if resumed else None,
+            "resumed_from_step": checkpoint_step(fitted.resumed_from) if fitted.resumed_from else None,
             "device": "cuda" if trainer.args.device.type == "cuda" else "cpu",
         },
     }
