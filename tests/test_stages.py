@@ -169,3 +169,39 @@ def test_train_stage_bad_preset_is_one_line(reproduced, tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith("train: error: params.yaml: model.preset: unknown preset 'exaone-5'")
     assert result.stderr.count("\n") == 1
+
+
+def test_distill_stage_reuses_the_teacher_cache_across_student_experiments(reproduced, tmp_path):
+    project = tmp_path / "distill"
+    shutil.copytree(reproduced, project)
+    for section in ("train", "distill"):
+        for key, value in {"max_steps": 3, "eval_steps": 2, "save_steps": 2, "logging_steps": 1}.items():
+            set_param(project, f"{section}.args.{key}", value)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "short runs"], project)
+    out = run(["dvc", "repro", "distill"], project).stdout
+    assert all(f"Running stage '{stage}'" in out for stage in ("base", "train", "teacher", "distill"))
+    metrics = json.loads((project / "metrics/distill.json").read_text())
+    assert metrics["student"]["preset"] == "tiny-s" and metrics["teacher"]["model"] == "tiny-m"
+    assert metrics["teacher"]["mode"] == "offline" and metrics["steps"] == 3
+    assert metrics["agreement"]["before"] is not None and metrics["agreement"]["after"] is not None
+    cache = json.loads((project / "data/distill/teacher/manifest.json").read_text())
+    assert cache["splits"]["train"]["samples"] == metrics["samples"]["train"]["samples"]
+    assert (project / "models/distill/student/adapter_model.safetensors").exists()
+    assert (project / "metrics/distill/plots/metrics/train/kd_loss.tsv").exists()
+    assert "Data and pipelines are up to date" in run(["dvc", "repro", "distill"], project).stdout
+
+    out = run(["dvc", "exp", "run", "-S", "distill.student.preset=tiny-m"], project).stdout
+    assert "Stage 'teacher' didn't change" in out and "Running stage 'distill'" in out
+    experiment = json.loads((project / "metrics/distill.json").read_text())
+    assert experiment["student"]["preset"] == "tiny-m"
+    assert experiment["parameters"]["total"] > metrics["parameters"]["total"]
+
+
+def test_distill_stage_bad_student_is_one_line(reproduced, tmp_path):
+    project = tmp_path / "bad-student"
+    shutil.copytree(reproduced, project)
+    set_param(project, "distill.loss.divergence", "kl")
+    result = run(["python", "stages/distill.py"], project, check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("distill: error: params.yaml: distill.loss.divergence: must be one of forward_kl")
+    assert result.stderr.count("\n") == 1

@@ -1,0 +1,285 @@
+"""Logit distillation of the train stage's model (teacher) into a smaller student (DESIGN.md §5).
+
+Read top to bottom: check params; compare the two tokenizers before anything loads; render the
+student's samples exactly as train renders them (same template, same truncation); get the
+teacher either as a model (online: a forward pass per step) or as the top-k cache the teacher
+stage wrote (offline: checked against these very samples); then train the student with the train
+stage's machinery, where only the loss differs (KDTrainer.compute_loss), and measure how often
+the student's top-1 token matches the teacher's on the validation split, before and after.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from koraft.errors import KoraftError, ParamError
+from koraft.jsonl import write_json
+from koraft.kd_loss import DIVERGENCES, KDSettings
+from koraft.modeling import load_model, load_tokenizer, torch_dtype
+from koraft.presets import ResolvedModel, ensure_available, resolve_model
+from koraft.samples import Encoder, SampleSet
+from koraft.teacher import (
+    TopK,
+    check_same_vocabulary,
+    completion_logits,
+    load_teacher,
+    load_teacher_tokenizer,
+    load_top_k,
+    mass_in_top_k,
+    save_top_k,
+    teacher_model_info,
+    teacher_top_k,
+)
+from koraft.train import TrainPaths, check_train, encode_splits, fit, peft_settings, summarise, write_manifest
+
+MODES = ("offline", "online")
+CACHE_MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class DistillPaths:
+    teacher: Path  # the train stage's adapter folder (its manifest names the base model)
+    cache: Path  # the teacher stage's top-k cache
+    student: TrainPaths  # student output, checkpoints, curves
+
+
+def check_distill(distill: dict[str, Any]) -> KDSettings:
+    """Structural checks of the distill section; returns the loss settings."""
+    if not isinstance(distill.get("student"), dict):
+        raise ParamError("distill.student", "must be a mapping like model: (preset, or name and family)")
+    teacher = distill.get("teacher")
+    if not isinstance(teacher, dict) or teacher.get("mode") not in MODES:
+        raise ParamError("distill.teacher.mode", f"must be one of {', '.join(MODES)}")
+    for key in ("top_k", "batch_size"):
+        value = teacher.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ParamError(f"distill.teacher.{key}", f"must be an integer >= 1, got {value!r}")
+    if not isinstance(teacher.get("quantize", False), bool):
+        raise ParamError("distill.teacher.quantize", "must be true or false")
+    loss = distill.get("loss")
+    if not isinstance(loss, dict):
+        raise ParamError("distill.loss", "section is missing or not a mapping")
+    alpha, temperature, beta = loss.get("alpha"), loss.get("temperature"), loss.get("beta", 0.5)
+    if not _number(alpha) or not 0.0 <= alpha <= 1.0:
+        raise ParamError("distill.loss.alpha", f"must be a number in [0, 1], got {alpha!r}")
+    if loss.get("divergence") not in DIVERGENCES:
+        raise ParamError("distill.loss.divergence", f"must be one of {', '.join(DIVERGENCES)}, "
+                                                    f"got {loss.get('divergence')!r}")
+    if not _number(temperature) or temperature <= 0:
+        raise ParamError("distill.loss.temperature", f"must be a number > 0, got {temperature!r}")
+    if loss["divergence"] == "jsd" and (not _number(beta) or not 0.0 < beta < 1.0):
+        raise ParamError("distill.loss.beta", f"must be in (0, 1) for jsd (0 and 1 are forward_kl and reverse_kl), "
+                                              f"got {beta!r}")
+    check_train(distill, key="distill")
+    return KDSettings(alpha=float(alpha), divergence=loss["divergence"], temperature=float(temperature),
+                      beta=float(beta))
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def agreement(model, samples: list[dict[str, Any]], teacher: TopK, vocabulary: int, batch_size: int
+              ) -> dict[str, Any]:
+    """Share of validation completion tokens where the student's most likely token is the teacher's."""
+    was_training = model.training
+    model.eval()
+    matches = total = 0
+    for index, logits in completion_logits(model, samples, batch_size):
+        rows = slice(int(teacher.offsets[index]), int(teacher.offsets[index + 1]))
+        student_top1 = logits[:, :vocabulary].argmax(-1).cpu()
+        matches += int((student_top1 == teacher.token_ids[rows, 0].long()).sum())
+        total += student_top1.numel()
+    model.train(was_training)
+    return {"top1_match": round(matches / total, 4) if total else None, "tokens": total}
+
+
+def folder_sha256(folder: Path) -> str:
+    """Content hash of a model folder: checkpoints of a run against another teacher must not be resumed."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode())
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def teacher_samples(train_rows: list[dict], val_rows: list[dict], distill: dict[str, Any], adapter: Path,
+                    train_path: str, tokenizer=None) -> tuple[SampleSet, SampleSet]:
+    """Train and val samples as the teacher renders them: its template, system prompt and the distill max_length."""
+    manifest, resolved = teacher_model_info(adapter)
+    tokenizer = tokenizer or load_teacher_tokenizer(adapter, resolved)
+    return encode_splits(tokenizer, resolved.family, manifest["system_prompt"], distill["args"]["max_length"],
+                         train_rows, val_rows, train_path, key="distill")
+
+
+def build_teacher_cache(train_rows: list[dict], val_rows: list[dict], distill: dict[str, Any], adapter: Path,
+                        cache: Path, train_path: str = "data/split/train.jsonl") -> dict[str, Any]:
+    """Offline mode: the teacher's top-k over the train and val completions, written once to `cache`."""
+    settings = check_distill(distill)
+    if cache.exists():
+        shutil.rmtree(cache)
+    cache.mkdir(parents=True)
+    teacher = distill["teacher"]
+    if teacher["mode"] == "online":  # nothing to precompute; the distill stage runs the teacher itself
+        write_json(cache / CACHE_MANIFEST, {"mode": "online"})
+        return {"mode": "online"}
+    manifest, resolved = teacher_model_info(adapter)
+    tokenizer = load_teacher_tokenizer(adapter, resolved)
+    train_set, val_set = teacher_samples(train_rows, val_rows, distill, adapter, train_path, tokenizer)
+    model = load_teacher(adapter, distill["quantization"] if teacher["quantize"] else None)
+    vocabulary = len(tokenizer)
+    summary: dict[str, Any] = {"mode": "offline", "teacher": str(adapter), "teacher_prompts_sha256":
+                               manifest["prompts_sha256"], "top_k": min(teacher["top_k"], vocabulary),
+                               "covers_vocabulary": teacher["top_k"] >= vocabulary, "vocabulary": vocabulary,
+                               "temperature": settings.temperature, "max_length": distill["args"]["max_length"],
+                               "splits": {}, "samples": {"train": train_set.manifest, "val": val_set.manifest}}
+    for split, sample_set in (("train", train_set), ("val", val_set)):
+        top = teacher_top_k(model, sample_set.samples, teacher["top_k"], settings.temperature, vocabulary,
+                            teacher["batch_size"])
+        save_top_k(cache / f"{split}.safetensors", top)
+        summary["splits"][split] = {"samples": len(sample_set.samples), "tokens": int(top.offsets[-1]),
+                                    "bytes": (cache / f"{split}.safetensors").stat().st_size,
+                                    "mass_in_top_k": mass_in_top_k(top) if top.log_probs.numel() else None}
+    write_json(cache / CACHE_MANIFEST, summary)
+    return summary
+
+
+def read_cache(cache: Path, distill: dict[str, Any], settings: KDSettings, train_set: SampleSet,
+               val_set: SampleSet, vocabulary: int) -> tuple[dict[str, Any], TopK, TopK]:
+    """The offline cache, refused unless it was computed for exactly these samples and settings."""
+    path = cache / CACHE_MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise KoraftError(f"{path}: not found; run `dvc repro teacher` (distill.teacher.mode: offline)") from None
+    expected = {"mode": "offline", "top_k": min(distill["teacher"]["top_k"], vocabulary),
+                "temperature": settings.temperature, "max_length": distill["args"]["max_length"],
+                "vocabulary": vocabulary}
+    stale = [f"{key} {manifest.get(key)!r} (params: {value!r})" for key, value in expected.items()
+             if manifest.get(key) != value]
+    if stale:
+        raise KoraftError(f"{cache}: teacher cache was built with {', '.join(stale)}; run `dvc repro teacher`")
+    for split, sample_set in (("train", train_set), ("val", val_set)):
+        if manifest["samples"][split] != sample_set.manifest:
+            raise KoraftError(f"{cache}: the cached {split} samples are not the student's (other data, template or "
+                              f"truncation); run `dvc repro teacher`")
+    return manifest, load_top_k(cache / "train.safetensors"), load_top_k(cache / "val.safetensors")
+
+
+def with_cache_rows(samples: list[dict[str, Any]], top: TopK, shift: int) -> list[dict[str, Any]]:
+    return [{**sample, "teacher_offset": int(top.offsets[i]) + shift,
+             "teacher_count": int(top.offsets[i + 1] - top.offsets[i])} for i, sample in enumerate(samples)]
+
+
+def concatenated(train: TopK, val: TopK) -> TopK:
+    """One table for both splits, so a batch needs only its rows' offsets, whichever split it comes from."""
+    return TopK(token_ids=torch.cat([train.token_ids, val.token_ids]),
+                log_probs=torch.cat([train.log_probs, val.log_probs]),
+                tail=torch.cat([train.tail, val.tail]),
+                offsets=torch.cat([train.offsets, val.offsets[1:] + train.offsets[-1]]))
+
+
+def logit_softcap(resolved: ResolvedModel) -> float | None:
+    """The model's final-logit soft-capping (Gemma-2: 30), from its config; its logits never exceed it."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(resolved.source, revision=resolved.revision,
+                                        trust_remote_code=resolved.trust_remote_code)
+    return getattr(config.get_text_config(), "final_logit_softcapping", None)
+
+
+def distill(train_rows: list[dict], val_rows: list[dict], distill_params: dict[str, Any], paths: DistillPaths,
+            train_path: str = "data/split/train.jsonl", callbacks: list | None = None) -> dict[str, Any]:
+    """Distill and save the student; returns the metrics for metrics/distill.json."""
+    settings = check_distill(distill_params)
+    teacher_manifest, teacher_resolved = teacher_model_info(paths.teacher)
+    student_resolved = resolve_model(distill_params["student"], paths.student.tiny_models, key="distill.student")
+    ensure_available(student_resolved, key="distill.student")
+    torch_dtype(student_resolved.dtype, "distill.student.dtype")
+    peft = peft_settings(distill_params, student_resolved, key="distill")
+
+    # The vocabulary and the rendering are compared before any weights load.
+    teacher_tokenizer = load_teacher_tokenizer(paths.teacher, teacher_resolved)
+    student_tokenizer = load_tokenizer(student_resolved)
+    system_prompt = teacher_manifest["system_prompt"]
+    teacher_name, student_name = teacher_resolved.preset or teacher_resolved.source, \
+        student_resolved.preset or student_resolved.source
+    if train_rows:
+        rendered = [Encoder(tokenizer, resolved.family, system_prompt).prompt(train_rows[0])[0]
+                    for tokenizer, resolved in ((teacher_tokenizer, teacher_resolved),
+                                                (student_tokenizer, student_resolved))]
+        check_same_vocabulary(teacher_tokenizer, student_tokenizer, teacher_name, student_name, rendered[:1])
+        if rendered[0] != rendered[1]:
+            raise KoraftError(f"distill: the teacher ({teacher_name}) and student ({student_name}) chat templates "
+                              f"render the same record differently; the teacher must see the prompts it was "
+                              f"trained on")
+    train_set, val_set = encode_splits(student_tokenizer, student_resolved.family, system_prompt,
+                                       distill_params["args"]["max_length"], train_rows, val_rows, train_path,
+                                       key="distill")
+    vocabulary = len(student_tokenizer)
+    batch_size = distill_params["teacher"]["batch_size"]
+    mode = distill_params["teacher"]["mode"]
+    train_samples, val_samples = train_set.samples, val_set.samples
+    trainer_kwargs: dict[str, Any] = {"kd": settings, "vocabulary": vocabulary}
+    teacher_summary: dict[str, Any] = {"mode": mode}
+    if mode == "offline":
+        cache_manifest, train_top, val_top = read_cache(paths.cache, distill_params, settings, train_set, val_set,
+                                                        vocabulary)
+        train_samples = with_cache_rows(train_samples, train_top, 0)
+        val_samples = with_cache_rows(val_samples, val_top, int(train_top.offsets[-1]))
+        trainer_kwargs.update(top_k=concatenated(train_top, val_top),
+                              covers_vocabulary=cache_manifest["covers_vocabulary"])
+        teacher_summary.update(top_k=cache_manifest["top_k"], covers_vocabulary=cache_manifest["covers_vocabulary"],
+                               mass_in_top_k=cache_manifest["splits"]["train"]["mass_in_top_k"])
+        teacher_identity = folder_sha256(paths.cache)
+    else:
+        teacher = load_teacher(paths.teacher, distill_params["quantization"]
+                               if distill_params["teacher"]["quantize"] else None)
+        val_top = teacher_top_k(teacher, val_samples, 1, settings.temperature, vocabulary, batch_size)
+        trainer_kwargs["teacher"] = teacher
+        teacher_identity = folder_sha256(paths.teacher)
+
+    from koraft.kd_trainer import KDTrainer  # trl (and bitsandbytes) load only once the params are known good
+
+    method = distill_params["method"]
+    student = load_model(student_resolved, distill_params["quantization"] if method == "qlora" else None,
+                         key="distill")
+    before = agreement(student, val_set.samples, val_top, vocabulary, batch_size)
+    fitted = fit(student, student_tokenizer, peft, train_samples, val_samples, distill_params, paths.student,
+                 [distill_params, teacher_identity, train_set.manifest, val_set.manifest], key="distill",
+                 callbacks=callbacks, trainer_class=KDTrainer, trainer_kwargs=trainer_kwargs)
+    after = agreement(fitted.trainer.model, val_set.samples, val_top, vocabulary, batch_size)
+
+    softcap = logit_softcap(teacher_resolved)
+    teacher_summary.update(model=teacher_name, adapter=str(paths.teacher), method=teacher_manifest["method"],
+                           final_logit_softcapping=softcap)
+    if softcap:
+        teacher_summary["note"] = (f"teacher logits are soft-capped at {softcap} (tanh) before the temperature, "
+                                   f"so its distributions are flatter than uncapped logits would give")
+    manifest = write_manifest(paths.student.adapter, student_resolved, system_prompt, method, student_tokenizer,
+                              train_set, val_set, extra={"distilled_from": {
+                                  "teacher": teacher_name, "adapter": str(paths.teacher),
+                                  "teacher_prompts_sha256": teacher_manifest["prompts_sha256"],
+                                  "loss": vars(settings), "mode": mode}})
+    metrics = summarise(fitted, student_resolved, method, train_set, val_set, manifest, paths.student.adapter)
+    for key in ("ce_loss", "kd_loss", "eval_ce_loss", "eval_kd_loss"):  # the two terms, last logged
+        values = [entry[key] for entry in fitted.trainer.state.log_history if key in entry]
+        metrics["loss"][key.replace("_loss", "_final")] = round(values[-1], 4) if values else None
+    metrics["distillation"] = {"alpha": settings.alpha, "divergence": settings.divergence,
+                               "temperature": settings.temperature,
+                               "beta": settings.beta if settings.divergence == "jsd" else None}
+    metrics["teacher"] = teacher_summary
+    metrics["agreement"] = {"before": before["top1_match"], "after": after["top1_match"], "tokens": after["tokens"]}
+    metrics["student"] = metrics.pop("model")
+    metrics["cost"]["student_bytes"] = metrics["cost"].pop("adapter_bytes")
+    shutil.rmtree(paths.student.checkpoints)
+    return metrics

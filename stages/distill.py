@@ -1,0 +1,35 @@
+"""distill: logit distillation of the fine-tuned teacher (models/train/adapter) into distill.student.
+
+Outputs: models/distill/student/ (adapter or full weights, tokenizer, manifest), metrics/distill.json,
+metrics/distill/ (DVCLive curves: total, CE and KD losses). Offline mode reads the teacher stage's
+cache; online mode runs the teacher every step.
+"""
+
+from pathlib import Path
+
+from koraft.cli import run_stage
+from koraft.distill import DistillPaths, distill
+from koraft.jsonl import read_jsonl, write_json
+from koraft.params import load_params, section
+from koraft.train import TrainPaths
+
+TRAIN = "data/split/train.jsonl"
+VAL = "data/split/val.jsonl"
+METRICS = "metrics/distill.json"
+PATHS = DistillPaths(teacher=Path("models/train/adapter"), cache=Path("data/distill/teacher"),
+                     student=TrainPaths(adapter=Path("models/distill/student"),
+                                        checkpoints=Path("models/distill/checkpoints"), plots=Path("metrics/distill")))
+
+
+def main() -> None:
+    metrics = distill(list(read_jsonl(TRAIN)), list(read_jsonl(VAL)), section(load_params(), "distill"), PATHS, TRAIN)
+    write_json(METRICS, metrics)
+    loss, agreement = metrics["loss"], metrics["agreement"]
+    print(f"distill: {metrics['teacher']['model']} -> {metrics['student']['preset'] or metrics['student']['source']} "
+          f"({metrics['teacher']['mode']}), {metrics['steps']} steps, eval loss {loss['eval_final']} "
+          f"(CE {loss['eval_ce_final']}, KD {loss['eval_kd_final']}), top-1 agreement with the teacher "
+          f"{agreement['before']} -> {agreement['after']} on {agreement['tokens']} val tokens")
+
+
+if __name__ == "__main__":
+    run_stage("distill", main)
