@@ -9,7 +9,8 @@ import pytest
 import torch
 from datasets import Dataset
 from family_models import build_family_model, family_tokenizer
-from test_train import model_params, paths, quick
+from safetensors.torch import load_file
+from test_train import Crash, model_params, paths, quick
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTTrainer
 
@@ -176,6 +177,27 @@ def test_student_trains_with_qlora_or_fully(method, output, params, raft_rows, t
     if method == "qlora":
         config = json.loads((where_.student.adapter / "adapter_config.json").read_text())
         assert config["base_model_name_or_path"].endswith("tiny-s")
+
+
+def test_interrupted_offline_distillation_resumes_to_the_same_student(params, raft_rows, teacher_adapter,
+                                                                      tiny_models, tmp_path):
+    """Resuming skips the batches already seen; their cache rows must still line up with the samples."""
+    rows, val = raft_rows["train"][:12], raft_rows["val"][:4]
+    settings = distill_params(params, steps=8)
+    build_teacher_cache(rows, val, settings, teacher_adapter, tmp_path / "cache")
+    runs = {name: DistillPaths(teacher_adapter, tmp_path / "cache", where(tmp_path / name, teacher_adapter,
+                                                                         tiny_models).student)
+            for name in ("clean", "interrupted")}  # two students, one shared teacher cache
+    distill(rows, val, settings, runs["clean"])
+    with pytest.raises(KeyboardInterrupt):
+        distill(rows, val, settings, runs["interrupted"], callbacks=[Crash(at_step=4)])
+    metrics = distill(rows, val, settings, runs["interrupted"])
+    assert metrics["cost"]["resumed_from_step"] == 4
+    expected, resumed = (load_file(runs[name].student.adapter / "adapter_model.safetensors") for name in runs)
+    for key in expected:
+        torch.testing.assert_close(resumed[key], expected[key], rtol=1e-5, atol=1e-6)
+    curves = [(runs[name].student.plots / "plots/metrics/train/kd_loss.tsv").read_text() for name in runs]
+    assert curves[0] == curves[1]
 
 
 def test_a_cache_built_for_other_samples_is_refused(params, raft_rows, teacher_adapter, tiny_models, tmp_path):
