@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import BATCH, EXAONE_4_1_2B, synthetic_samples  # noqa: E402
+from train_throughput import BATCH, EXAONE_4_1_2B, LORA, synthetic_samples, timed_train  # noqa: E402
 
 STUDENT_OF_1_2B = {**EXAONE_4_1_2B, "hidden_size": 1024, "intermediate_size": 2048, "num_hidden_layers": 15,
                    "num_attention_heads": 16, "num_key_value_heads": 4}
@@ -94,14 +94,8 @@ def run_one(mode: str, top_k: int, steps: int, max_length: int) -> dict:
         config.save_strategy = "no"
         trainer = KDTrainer(model=student, args=config, train_dataset=Dataset.from_list(samples),
                             processing_class=tokenizer, kd=settings, vocabulary=vocabulary,
-                            peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear",
-                                                   task_type="CAUSAL_LM"), **kwargs)
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        started = time.perf_counter()
-        trainer.train()
-        seconds = time.perf_counter() - started
-        tokens = trainer.state.num_input_tokens_seen
+                            peft_config=LoraConfig(**LORA), **kwargs)
+        seconds, tokens = timed_train(trainer)
     return {"mode": mode if mode == "online" else f"offline k={top_k}", "seconds": round(seconds, 2),
             "tokens_per_s": round(tokens / seconds, 1), "peak_mib": peak_memory_mib(), **cache,
             "device": torch.cuda.get_device_name(0) if cuda else "cpu"}

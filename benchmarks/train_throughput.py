@@ -33,6 +33,7 @@ EXAONE_4_1_2B = {
     "rope_theta": 1000000.0, "tie_word_embeddings": True, "sliding_window": None,
 }
 BATCH = 4
+LORA = {"r": 16, "lora_alpha": 32, "target_modules": "all-linear", "task_type": "CAUSAL_LM"}
 
 
 def synthetic_samples(count: int, max_length: int, vocab_size: int, seed: int) -> list[dict]:
@@ -69,6 +70,17 @@ def build_model(name: str, method: str, folder: Path):
                                                 device_map={"": 0} if cuda else None)
 
 
+def timed_train(trainer) -> tuple[float, int]:
+    """(seconds in trainer.train, non-padding input tokens seen), peak GPU memory counted from here."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    trainer.train()
+    return time.perf_counter() - started, trainer.state.num_input_tokens_seen
+
+
 def run_one(name: str, method: str, recipe: str, steps: int, max_length: int) -> dict:
     import torch
     from datasets import Dataset
@@ -101,14 +113,8 @@ def run_one(name: str, method: str, recipe: str, steps: int, max_length: int) ->
         )
         trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(samples),
                              processing_class=tokenizer, callbacks=[FirstLoss()],
-                             peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear",
-                                                    task_type="CAUSAL_LM"))
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        started = time.perf_counter()
-        trainer.train()
-        seconds = time.perf_counter() - started
-        tokens = trainer.state.num_input_tokens_seen
+                             peft_config=LoraConfig(**LORA))
+        seconds, tokens = timed_train(trainer)
     peak = peak_memory_mib()
     return {"model": name, "method": method, "recipe": recipe, "steps": steps, "seconds": round(seconds, 2),
             "tokens_per_s": round(tokens / seconds, 1), "peak_mib": peak, "first_loss": losses[0],

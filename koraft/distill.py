@@ -23,6 +23,7 @@ from koraft.errors import KoraftError, ParamError
 from koraft.jsonl import write_json
 from koraft.kd_loss import DIVERGENCES, KDSettings
 from koraft.modeling import load_model, load_tokenizer, torch_dtype
+from koraft.params import check_choice, check_number, section
 from koraft.presets import ResolvedModel, ensure_available, resolve_model
 from koraft.samples import Encoder, SampleSet
 from koraft.teacher import (
@@ -52,38 +53,23 @@ class DistillPaths:
 
 def check_distill(distill: dict[str, Any]) -> KDSettings:
     """Structural checks of the distill section; returns the loss settings."""
-    if not isinstance(distill.get("student"), dict):
-        raise ParamError("distill.student", "must be a mapping like model: (preset, or name and family)")
-    teacher = distill.get("teacher")
-    if not isinstance(teacher, dict) or teacher.get("mode") not in MODES:
-        raise ParamError("distill.teacher.mode", f"must be one of {', '.join(MODES)}")
-    for key in ("top_k", "batch_size"):
-        value = teacher.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ParamError(f"distill.teacher.{key}", f"must be an integer >= 1, got {value!r}")
+    section(distill, "student", "distill.")  # checked in full by resolve_model, like model:
+    teacher = section(distill, "teacher", "distill.")
+    check_choice(teacher, "mode", "distill.teacher", MODES)
+    check_number(teacher, "top_k", "distill.teacher", 1, 10**6, integer=True)
+    check_number(teacher, "batch_size", "distill.teacher", 1, 4096, integer=True)
     if not isinstance(teacher.get("quantize", False), bool):
         raise ParamError("distill.teacher.quantize", "must be true or false")
-    loss = distill.get("loss")
-    if not isinstance(loss, dict):
-        raise ParamError("distill.loss", "section is missing or not a mapping")
-    alpha, temperature, beta = loss.get("alpha"), loss.get("temperature"), loss.get("beta", 0.5)
-    if not _number(alpha) or not 0.0 <= alpha <= 1.0:
-        raise ParamError("distill.loss.alpha", f"must be a number in [0, 1], got {alpha!r}")
-    if loss.get("divergence") not in DIVERGENCES:
-        raise ParamError("distill.loss.divergence", f"must be one of {', '.join(DIVERGENCES)}, "
-                                                    f"got {loss.get('divergence')!r}")
-    if not _number(temperature) or temperature <= 0:
-        raise ParamError("distill.loss.temperature", f"must be a number > 0, got {temperature!r}")
-    if loss["divergence"] == "jsd" and (not _number(beta) or not 0.0 < beta < 1.0):
-        raise ParamError("distill.loss.beta", f"must be in (0, 1) for jsd (0 and 1 are forward_kl and reverse_kl), "
-                                              f"got {beta!r}")
+    loss = section(distill, "loss", "distill.")
+    alpha = check_number(loss, "alpha", "distill.loss", 0.0, 1.0)
+    divergence = check_choice(loss, "divergence", "distill.loss", DIVERGENCES)
+    temperature = check_number(loss, "temperature", "distill.loss", 0.01, 100.0)
+    beta = check_number(loss, "beta", "distill.loss", 0.0, 1.0) if divergence == "jsd" else loss.get("beta", 0.5)
+    if divergence == "jsd" and beta in (0, 1):
+        raise ParamError("distill.loss.beta", "must be strictly between 0 and 1 for jsd (0 and 1 are forward_kl "
+                                              "and reverse_kl)")
     check_train(distill, key="distill")
-    return KDSettings(alpha=float(alpha), divergence=loss["divergence"], temperature=float(temperature),
-                      beta=float(beta))
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return KDSettings(alpha=float(alpha), divergence=divergence, temperature=float(temperature), beta=float(beta))
 
 
 def agreement(model, samples: list[dict[str, Any]], teacher: TopK, vocabulary: int, batch_size: int
@@ -112,15 +98,6 @@ def folder_sha256(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def teacher_samples(train_rows: list[dict], val_rows: list[dict], distill: dict[str, Any], adapter: Path,
-                    train_path: str, tokenizer=None) -> tuple[SampleSet, SampleSet]:
-    """Train and val samples as the teacher renders them: its template, system prompt and the distill max_length."""
-    manifest, resolved = teacher_model_info(adapter)
-    tokenizer = tokenizer or load_teacher_tokenizer(adapter, resolved)
-    return encode_splits(tokenizer, resolved.family, manifest["system_prompt"], distill["args"]["max_length"],
-                         train_rows, val_rows, train_path, key="distill")
-
-
 def build_teacher_cache(train_rows: list[dict], val_rows: list[dict], distill: dict[str, Any], adapter: Path,
                         cache: Path, train_path: str = "data/split/train.jsonl") -> dict[str, Any]:
     """Offline mode: the teacher's top-k over the train and val completions, written once to `cache`."""
@@ -134,7 +111,8 @@ def build_teacher_cache(train_rows: list[dict], val_rows: list[dict], distill: d
         return {"mode": "online"}
     manifest, resolved = teacher_model_info(adapter)
     tokenizer = load_teacher_tokenizer(adapter, resolved)
-    train_set, val_set = teacher_samples(train_rows, val_rows, distill, adapter, train_path, tokenizer)
+    train_set, val_set = encode_splits(tokenizer, resolved.family, manifest["system_prompt"],  # as the teacher saw
+                                       distill["args"]["max_length"], train_rows, val_rows, train_path, key="distill")
     model = load_teacher(adapter, distill["quantization"] if teacher["quantize"] else None)
     vocabulary = len(tokenizer)
     summary: dict[str, Any] = {"mode": "offline", "teacher": str(adapter), "teacher_prompts_sha256":

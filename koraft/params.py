@@ -51,7 +51,7 @@ def reject_unknown_keys(mapping: dict[str, Any], allowed: set[str], key: str, hi
         raise ParamError(key, f"unknown keys {sorted(unknown)}" + (f"; {hint}" if hint else ""))
 
 
-def _number(params: dict, key: str, prefix: str, low: float, high: float, integer: bool = False) -> float:
+def check_number(params: dict, key: str, prefix: str, low: float, high: float, integer: bool = False) -> float:
     value = params.get(key)
     kind = "an integer" if integer else "a number"
     if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
@@ -62,14 +62,14 @@ def _number(params: dict, key: str, prefix: str, low: float, high: float, intege
     return value
 
 
-def _choice(params: dict, key: str, prefix: str, choices: tuple[str, ...]) -> str:
+def check_choice(params: dict, key: str, prefix: str, choices: tuple[str, ...]) -> str:
     value = params.get(key)
     if value not in choices:
         raise ParamError(f"{prefix}.{key}", f"must be one of {', '.join(choices)}, got {value!r}")
     return value
 
 
-def _text(params: dict, key: str, prefix: str) -> str:
+def check_text(params: dict, key: str, prefix: str) -> str:
     value = params.get(key)
     if not isinstance(value, str) or not value.strip():
         raise ParamError(f"{prefix}.{key}", f"must be a non-empty string, got {value!r}")
@@ -78,7 +78,7 @@ def _text(params: dict, key: str, prefix: str) -> str:
 
 def check_base(params: dict[str, Any]) -> dict[str, Any]:
     base = section(params, "base")
-    _number(base, "seed", "base", 0, 2**32 - 1, integer=True)
+    check_number(base, "seed", "base", 0, 2**32 - 1, integer=True)
     return base
 
 
@@ -124,10 +124,10 @@ def check_validate(params: dict[str, Any]) -> tuple[dict[str, Any], list[InputSp
             raise ParamError(f"validate.lengths.{name}", f"must be [min, max] with 1 <= min <= max, got {bounds!r}")
 
     near = section(validate, "near_duplicates", "validate.")
-    _number(near, "threshold", "validate.near_duplicates", 0.0, 1.0)
-    _number(near, "shingle_size", "validate.near_duplicates", 1, 64, integer=True)
-    num_perm = _number(near, "num_perm", "validate.near_duplicates", 8, 1024, integer=True)
-    bands = _number(near, "bands", "validate.near_duplicates", 1, num_perm, integer=True)
+    check_number(near, "threshold", "validate.near_duplicates", 0.0, 1.0)
+    check_number(near, "shingle_size", "validate.near_duplicates", 1, 64, integer=True)
+    num_perm = check_number(near, "num_perm", "validate.near_duplicates", 8, 1024, integer=True)
+    bands = check_number(near, "bands", "validate.near_duplicates", 1, num_perm, integer=True)
     if num_perm % bands:
         raise ParamError("validate.near_duplicates.bands", f"must divide num_perm ({num_perm}), got {bands}")
     return validate, specs
@@ -135,12 +135,12 @@ def check_validate(params: dict[str, Any]) -> tuple[dict[str, Any], list[InputSp
 
 def check_split(params: dict[str, Any]) -> dict[str, Any]:
     split = section(params, "split")
-    _number(split, "seed", "split", 0, 2**32 - 1, integer=True)
+    check_number(split, "seed", "split", 0, 2**32 - 1, integer=True)
     ratios = split.get("ratios")
     if not isinstance(ratios, dict) or set(ratios) != set(SPLITS):
         raise ParamError("split.ratios", f"must map exactly {', '.join(SPLITS)} to shares")
     for name in SPLITS:
-        _number(ratios, name, "split.ratios", 0.0, 1.0)
+        check_number(ratios, name, "split.ratios", 0.0, 1.0)
     if abs(sum(ratios.values()) - 1.0) > 1e-6:
         raise ParamError("split.ratios", f"must sum to 1, got {sum(ratios.values()):.6g}")
     if ratios["train"] == 0:
@@ -150,13 +150,13 @@ def check_split(params: dict[str, Any]) -> dict[str, Any]:
 
 def check_raft(params: dict[str, Any]) -> dict[str, Any]:
     raft = section(params, "raft")
-    _number(raft, "num_distractors", "raft", 0, 100, integer=True)
-    _number(raft, "p_golden", "raft", 0.0, 1.0)
-    _choice(raft, "distractor_source", "raft", DISTRACTOR_SOURCES)
-    _choice(raft, "omitted_golden_target", "raft", OMITTED_GOLDEN_TARGETS)
+    check_number(raft, "num_distractors", "raft", 0, 100, integer=True)
+    check_number(raft, "p_golden", "raft", 0.0, 1.0)
+    check_choice(raft, "distractor_source", "raft", DISTRACTOR_SOURCES)
+    check_choice(raft, "omitted_golden_target", "raft", OMITTED_GOLDEN_TARGETS)
     for key in ("abstain_answer", "instruction", "cot_instruction"):
-        _text(raft, key, "raft")
+        check_text(raft, key, "raft")
     bm25 = section(raft, "bm25", "raft.")
-    _number(bm25, "k1", "raft.bm25", 0.0, 10.0)
-    _number(bm25, "b", "raft.bm25", 0.0, 1.0)
+    check_number(bm25, "k1", "raft.bm25", 0.0, 10.0)
+    check_number(bm25, "b", "raft.bm25", 0.0, 1.0)
     return raft

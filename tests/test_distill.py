@@ -256,12 +256,12 @@ def test_family_pairings_distill_through_their_real_architectures(family, softca
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda d: d["loss"].update(alpha=1.5), "distill.loss.alpha: must be a number in [0, 1], got 1.5"),
+    (lambda d: d["loss"].update(alpha=1.5), "distill.loss.alpha: must be in [0.0, 1.0], got 1.5"),
     (lambda d: d["loss"].update(divergence="kl"), "distill.loss.divergence: must be one of forward_kl"),
-    (lambda d: d["loss"].update(divergence="jsd", beta=1.0), "distill.loss.beta: must be in (0, 1) for jsd"),
-    (lambda d: d["loss"].update(temperature=0), "distill.loss.temperature: must be a number > 0"),
+    (lambda d: d["loss"].update(divergence="jsd", beta=1.0), "distill.loss.beta: must be strictly between 0 and 1"),
+    (lambda d: d["loss"].update(temperature=0), "distill.loss.temperature: must be in [0.01, 100.0], got 0"),
     (lambda d: d["teacher"].update(mode="cached"), "distill.teacher.mode: must be one of offline, online"),
-    (lambda d: d["teacher"].update(top_k=0), "distill.teacher.top_k: must be an integer >= 1"),
+    (lambda d: d["teacher"].update(top_k=0), "distill.teacher.top_k: must be in [1, 1000000], got 0"),
     (lambda d: d.update(method="dora"), "distill.method: must be one of qlora, lora, full"),
     (lambda d: d["student"].update(preset="tiny-xl"), "distill.student.preset: unknown preset 'tiny-xl'"),
     (lambda d: d["lora"].update(rank=8), "distill.lora: unknown key"),

@@ -59,6 +59,14 @@ def set_param(project: Path, dotted: str, value) -> None:
     edit_params(project, lambda params: set_dotted(params, dotted, value))
 
 
+def commit_short_runs(project: Path, *sections: str) -> None:
+    """Three training steps for each section, committed so `dvc exp run` starts from them."""
+    for section in sections:
+        for key, value in {"max_steps": 3, "eval_steps": 2, "save_steps": 2, "logging_steps": 1}.items():
+            set_param(project, f"{section}.args.{key}", value)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "short runs"], project)
+
+
 @pytest.fixture(scope="module")
 def reproduced(tmp_path_factory) -> Path:
     project = make_project(tmp_path_factory.mktemp("pipeline") / "project")
@@ -137,9 +145,7 @@ def test_unreadable_input_file_is_one_clear_line(tmp_path, content, expected):
 def test_train_stage_and_a_preset_experiment(reproduced, tmp_path):
     project = tmp_path / "train"
     shutil.copytree(reproduced, project)
-    for key, value in {"max_steps": 3, "eval_steps": 2, "save_steps": 2, "logging_steps": 1}.items():
-        set_param(project, f"train.args.{key}", value)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "short training"], project)
+    commit_short_runs(project, "train")
     run(["dvc", "repro", "train"], project)
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]["train"]
     adapter = next(out for out in lock["outs"] if out["path"] == "models/train/adapter")
@@ -161,23 +167,23 @@ def test_train_stage_and_a_preset_experiment(reproduced, tmp_path):
     assert "tiny-s" in json.dumps(shown)
 
 
-def test_train_stage_bad_preset_is_one_line(reproduced, tmp_path):
-    project = tmp_path / "bad-preset"
+@pytest.mark.parametrize("stage, key, value, expected", [
+    ("train", "model.preset", "exaone-5", "params.yaml: model.preset: unknown preset 'exaone-5'"),
+    ("distill", "distill.loss.divergence", "kl", "params.yaml: distill.loss.divergence: must be one of forward_kl"),
+])
+def test_model_stage_bad_param_is_one_line(stage, key, value, expected, reproduced, tmp_path):
+    project = tmp_path / f"bad-{stage}"
     shutil.copytree(reproduced, project)
-    set_param(project, "model.preset", "exaone-5")
-    result = run(["python", "stages/train.py"], project, check=False)
+    set_param(project, key, value)
+    result = run(["python", f"stages/{stage}.py"], project, check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.startswith("train: error: params.yaml: model.preset: unknown preset 'exaone-5'")
-    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"{stage}: error: {expected}") and result.stderr.count("\n") == 1
 
 
 def test_distill_stage_reuses_the_teacher_cache_across_student_experiments(reproduced, tmp_path):
     project = tmp_path / "distill"
     shutil.copytree(reproduced, project)
-    for section in ("train", "distill"):
-        for key, value in {"max_steps": 3, "eval_steps": 2, "save_steps": 2, "logging_steps": 1}.items():
-            set_param(project, f"{section}.args.{key}", value)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "short runs"], project)
+    commit_short_runs(project, "train", "distill")
     out = run(["dvc", "repro", "distill"], project).stdout
     assert all(f"Running stage '{stage}'" in out for stage in ("base", "train", "teacher", "distill"))
     metrics = json.loads((project / "metrics/distill.json").read_text())
@@ -195,13 +201,3 @@ def test_distill_stage_reuses_the_teacher_cache_across_student_experiments(repro
     experiment = json.loads((project / "metrics/distill.json").read_text())
     assert experiment["student"]["preset"] == "tiny-m"
     assert experiment["parameters"]["total"] > metrics["parameters"]["total"]
-
-
-def test_distill_stage_bad_student_is_one_line(reproduced, tmp_path):
-    project = tmp_path / "bad-student"
-    shutil.copytree(reproduced, project)
-    set_param(project, "distill.loss.divergence", "kl")
-    result = run(["python", "stages/distill.py"], project, check=False)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.startswith("distill: error: params.yaml: distill.loss.divergence: must be one of forward_kl")
-    assert result.stderr.count("\n") == 1
