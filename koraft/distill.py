@@ -30,15 +30,13 @@ from koraft.teacher import (
     TopK,
     check_same_vocabulary,
     completion_logits,
-    load_teacher,
-    load_teacher_tokenizer,
     load_top_k,
     mass_in_top_k,
     save_top_k,
-    teacher_model_info,
     teacher_top_k,
 )
 from koraft.train import TrainPaths, check_train, encode_splits, fit, peft_settings, summarise, write_manifest
+from koraft.trained import load_trained, load_trained_tokenizer, trained_model_info
 
 MODES = ("offline", "online")
 CACHE_MANIFEST = "manifest.json"
@@ -109,11 +107,11 @@ def build_teacher_cache(train_rows: list[dict], val_rows: list[dict], distill: d
     if teacher["mode"] == "online":  # nothing to precompute; the distill stage runs the teacher itself
         write_json(cache / CACHE_MANIFEST, {"mode": "online"})
         return {"mode": "online"}
-    manifest, resolved = teacher_model_info(adapter)
-    tokenizer = load_teacher_tokenizer(adapter, resolved)
+    manifest, resolved = trained_model_info(adapter)
+    tokenizer = load_trained_tokenizer(adapter, resolved)
     train_set, val_set = encode_splits(tokenizer, resolved.family, manifest["system_prompt"],  # as the teacher saw
                                        distill["args"]["max_length"], train_rows, val_rows, train_path, key="distill")
-    model = load_teacher(adapter, distill["quantization"] if teacher["quantize"] else None)
+    model = load_trained(adapter, distill["quantization"] if teacher["quantize"] else None)
     vocabulary = len(tokenizer)
     summary: dict[str, Any] = {"mode": "offline", "teacher": str(adapter), "teacher_prompts_sha256":
                                manifest["prompts_sha256"], "top_k": min(teacher["top_k"], vocabulary),
@@ -179,14 +177,14 @@ def distill(train_rows: list[dict], val_rows: list[dict], distill_params: dict[s
             train_path: str = "data/split/train.jsonl", callbacks: list | None = None) -> dict[str, Any]:
     """Distill and save the student; returns the metrics for metrics/distill.json."""
     settings = check_distill(distill_params)
-    teacher_manifest, teacher_resolved = teacher_model_info(paths.teacher)
+    teacher_manifest, teacher_resolved = trained_model_info(paths.teacher)
     student_resolved = resolve_model(distill_params["student"], paths.student.tiny_models, key="distill.student")
     ensure_available(student_resolved, key="distill.student")
     torch_dtype(student_resolved.dtype, "distill.student.dtype")
     peft = peft_settings(distill_params, student_resolved, key="distill")
 
     # The vocabulary and the rendering are compared before any weights load.
-    teacher_tokenizer = load_teacher_tokenizer(paths.teacher, teacher_resolved)
+    teacher_tokenizer = load_trained_tokenizer(paths.teacher, teacher_resolved)
     student_tokenizer = load_tokenizer(student_resolved)
     system_prompt = teacher_manifest["system_prompt"]
     teacher_name, student_name = teacher_resolved.preset or teacher_resolved.source, \
@@ -220,7 +218,7 @@ def distill(train_rows: list[dict], val_rows: list[dict], distill_params: dict[s
                                mass_in_top_k=cache_manifest["splits"]["train"]["mass_in_top_k"])
         teacher_identity = folder_sha256(paths.cache)
     else:
-        teacher = load_teacher(paths.teacher, distill_params["quantization"]
+        teacher = load_trained(paths.teacher, distill_params["quantization"]
                                if distill_params["teacher"]["quantize"] else None)
         val_top = teacher_top_k(teacher, val_samples, 1, settings.temperature, vocabulary, batch_size)
         trainer_kwargs["teacher"] = teacher

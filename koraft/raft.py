@@ -94,7 +94,8 @@ def _bm25_candidates(
     k: int,
 ) -> dict[int, list[str]]:
     """Per record, the split's documents that best match its question under BM25, golden excluded."""
-    from koraft.retrieval import BM25Index, MorphemeTokenizer
+    from koraft.morphemes import MorphemeTokenizer
+    from koraft.retrieval import BM25Index
 
     tokenize = MorphemeTokenizer()
     ranked: dict[int, list[str]] = {}

@@ -1,32 +1,17 @@
-"""BM25 over Kiwi morphemes, for hard-negative distractors.
+"""BM25 over Kiwi morphemes (koraft.morphemes), for hard-negative distractors.
 
-Korean attaches particles and endings to words (서울에서, 서울은), so whitespace tokens rarely
-match across sentences; Kiwi's morpheme analysis recovers the shared stems. The index is a
-sparse matrix, and queries are scored in chunks, so memory stays bounded by the chunk size.
+The index is a sparse matrix, and queries are scored in chunks, so memory stays bounded by the
+chunk size.
 """
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 
 import numpy as np
 from scipy import sparse
 
-# Content morphemes: nouns, numerals, pronouns, verb/adjective stems, roots, foreign words, numbers, hanja.
-CONTENT_TAG_PREFIXES = ("NN", "NR", "NP", "VV", "VA", "XR", "SL", "SN", "SH")
 _QUERY_CHUNK = 256
-
-
-class MorphemeTokenizer:
-    def __init__(self) -> None:
-        from kiwipiepy import Kiwi  # imported here: loading its model takes about a second
-
-        self._kiwi = Kiwi(num_workers=min(4, os.cpu_count() or 1))
-
-    def __call__(self, texts: list[str]) -> list[list[str]]:
-        analyses = self._kiwi.tokenize(texts)
-        return [[t.form for t in tokens if t.tag.startswith(CONTENT_TAG_PREFIXES)] for tokens in analyses]
 
 
 class BM25Index:

@@ -1,14 +1,13 @@
 """The distillation teacher: the train stage's model, its vocabulary check, and its top-k cache.
 
-The teacher is the base model named in the adapter's manifest plus the adapter (or the full
-model the train stage saved). Offline distillation stores, for every completion token of the
-training and validation samples, the teacher's top-k tempered log-probs and the log of the
-mass left outside them, so students can be trained without the teacher in memory.
+The teacher is the train stage's model, loaded by koraft.trained. Offline distillation stores,
+for every completion token of the training and validation samples, the teacher's top-k
+tempered log-probs and the log of the mass left outside them, so students can be trained
+without the teacher in memory.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,39 +17,6 @@ import torch
 
 from koraft.errors import KoraftError
 from koraft.kd_loss import TeacherDistribution
-from koraft.modeling import load_model
-from koraft.presets import ResolvedModel, ensure_available
-from koraft.train import manifest_model, read_manifest
-
-
-def teacher_model_info(adapter: Path) -> tuple[dict[str, Any], ResolvedModel]:
-    """The adapter's manifest and the model it was trained on."""
-    manifest = read_manifest(adapter)
-    return manifest, manifest_model(manifest)
-
-
-def load_teacher_tokenizer(adapter: Path, resolved: ResolvedModel):
-    """The tokenizer saved with the adapter: the one (and the pad token) the teacher was trained with."""
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(adapter, trust_remote_code=resolved.trust_remote_code)
-
-
-def load_teacher(adapter: Path, quantization: dict[str, Any] | None = None):
-    """Base + adapter (merged unless 4-bit, for a faster forward), in eval mode without gradients."""
-    from peft import PeftModel
-
-    manifest, resolved = teacher_model_info(adapter)
-    if manifest["method"] == "full":  # the train stage saved the whole model in the adapter folder
-        model = load_model(dataclasses.replace(resolved, source=str(adapter), revision=None), quantization,
-                           key="distill.teacher")
-    else:
-        ensure_available(resolved)
-        model = PeftModel.from_pretrained(load_model(resolved, quantization, key="distill.teacher"), str(adapter))
-        if quantization is None:
-            model = model.merge_and_unload()
-    model.eval().requires_grad_(False)
-    return model
 
 
 def check_same_vocabulary(teacher, student, teacher_name: str, student_name: str, probes: list[str]) -> None:

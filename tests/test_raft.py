@@ -8,8 +8,9 @@ import pytest
 from conftest import synthetic_records
 
 from koraft.errors import KoraftError
+from koraft.morphemes import MorphemeTokenizer
 from koraft.raft import build_raft, document_texts
-from koraft.retrieval import BM25Index, MorphemeTokenizer
+from koraft.retrieval import BM25Index
 from koraft.split import assign_split
 
 
