@@ -1,0 +1,124 @@
+"""BERTScore and cosine similarity recomputed by hand, and the Hangul check of encoder tokenizers."""
+
+from __future__ import annotations
+
+import unicodedata
+
+import pytest
+import torch
+
+from koraft.encoders import (
+    HANGUL_PROBE,
+    PACKAGED_ENCODER,
+    BertScore,
+    CosineSimilarity,
+    hangul_problem,
+    resolve_encoder,
+)
+
+PAIRS = (["서울에서 만나요", "The cat sat on the mat.", ""], ["부산에서 만나자", "A cat was sitting on a mat.", "봄"])
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return resolve_encoder("auto", "tiny", {"tiny": PACKAGED_ENCODER, "default": "unused"}, "eval.cosine")
+
+
+def test_auto_picks_the_packaged_model_offline_for_tiny_presets_and_multilingual_ones_otherwise(encoder):
+    from koraft.encoders import AUTO_BERTSCORE, AUTO_COSINE
+
+    assert encoder.name == PACKAGED_ENCODER and (encoder.source.endswith("model"))
+    real = resolve_encoder("auto", "exaone4", AUTO_COSINE, "eval.cosine")
+    assert "multilingual" in real.source
+    assert resolve_encoder("auto", "gemma2", AUTO_BERTSCORE, "eval.bertscore").source.endswith("xlm-roberta-large")
+    assert resolve_encoder("/models/ko-sbert", "tiny", AUTO_COSINE, "eval.cosine").source == "/models/ko-sbert"
+
+
+def test_bertscore_equals_greedy_matching_of_the_chosen_layer(encoder):
+    from transformers import AutoModel, AutoTokenizer
+
+    layers = 4  # not the last layer: proves num_layers reaches bert-score
+    got = BertScore(encoder, num_layers=layers, batch_size=8).score(*PAIRS)
+    tokenizer = AutoTokenizer.from_pretrained(encoder.source)
+    model = AutoModel.from_pretrained(encoder.source).eval()
+
+    def embed(text: str) -> torch.Tensor:
+        with torch.no_grad():
+            hidden = model(**tokenizer(text, return_tensors="pt"), output_hidden_states=True).hidden_states[layers]
+        return torch.nn.functional.normalize(hidden[0], dim=-1)
+
+    for i, (prediction, reference) in enumerate(zip(*PAIRS, strict=True)):
+        if not prediction:
+            assert got["bertscore_f1"][i] == 0.0  # bert-score's rule for an empty candidate
+            continue
+        similarity = embed(prediction) @ embed(reference).T
+        # [CLS] and [SEP] weigh 0 as matched tokens but stay candidates for the max, as in bert-score
+        precision = similarity.max(dim=1).values[1:-1].mean().item()
+        recall = similarity.max(dim=0).values[1:-1].mean().item()
+        assert got["bertscore_precision"][i] == pytest.approx(precision, abs=1e-5)
+        assert got["bertscore_recall"][i] == pytest.approx(recall, abs=1e-5)
+        assert got["bertscore_f1"][i] == pytest.approx(2 * precision * recall / (precision + recall), abs=1e-5)
+    same = BertScore(encoder, num_layers=layers, batch_size=8).score(["서울에서 만나요"], ["서울에서 만나요"])
+    assert same["bertscore_f1"][0] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_cosine_equals_normalized_mean_pooled_embeddings(encoder):
+    from transformers import AutoModel, AutoTokenizer
+
+    got = CosineSimilarity(encoder, batch_size=8).score(*PAIRS)["cosine"]
+    tokenizer = AutoTokenizer.from_pretrained(encoder.source)
+    model = AutoModel.from_pretrained(encoder.source).eval()
+
+    def embed(text: str) -> torch.Tensor:
+        batch = tokenizer(text, return_tensors="pt")
+        with torch.no_grad():
+            hidden = model(**batch).last_hidden_state[0]
+        return torch.nn.functional.normalize(hidden.mean(dim=0), dim=-1)  # one sentence: no padding to mask
+
+    for i, (prediction, reference) in enumerate(zip(*PAIRS, strict=True)):
+        expected = (embed(prediction) @ embed(reference)).item() if prediction else 0.0  # no answer, no credit
+        assert got[i] == pytest.approx(expected, abs=1e-5)
+    identical = CosineSimilarity(encoder, batch_size=8).score(["봄에 먹는다"], ["봄에 먹는다"])["cosine"][0]
+    assert identical == pytest.approx(1.0, abs=1e-5)
+
+
+def wordpiece(characters: set[str], normalizer=None):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[UNK]": 0, "[CLS]": 1, "[SEP]": 2, "[PAD]": 3}
+    for ch in sorted(characters):
+        vocab.setdefault(ch, len(vocab))
+        vocab.setdefault(f"##{ch}", len(vocab))
+    backend = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    if normalizer is not None:
+        backend.normalizer = normalizer
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]")
+
+
+def test_hangul_check_flags_unknown_jamo_and_byte_pieces_and_passes_syllables(encoder):
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    minilm = hangul_problem(AutoTokenizer.from_pretrained(encoder.source))
+    assert minilm is not None and "[UNK]" in minilm  # all-MiniLM-L6-v2's English vocabulary
+    assert hangul_problem(wordpiece(set(HANGUL_PROBE) - {" "})) is None
+    decomposed = set(unicodedata.normalize("NFD", HANGUL_PROBE)) - {" "}
+    jamo = hangul_problem(wordpiece(decomposed, normalizers.NFD()))
+    assert jamo is not None and "jamo" in jamo
+    english = Tokenizer(models.BPE())
+    english.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    english.train_from_iterator(["the cat sat on the mat"] * 20, trainers.BpeTrainer(
+        vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    from tokenizers import decoders
+
+    english.decoder = decoders.ByteLevel()
+    fragments = hangul_problem(PreTrainedTokenizerFast(tokenizer_object=english))
+    assert fragments is not None and "byte fragments" in fragments
+
+
+def test_warning_reaches_the_report(encoder):
+    report = CosineSimilarity(encoder, batch_size=8).report()
+    assert report["represents_hangul"] is False
+    assert "not meaningful" in report["warning"] and PACKAGED_ENCODER in report["warning"]
