@@ -5,14 +5,22 @@ One function for each, so the train, distill and evaluate stages render exactly 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from koraft.readers import ANSWER_MARKER
+
+_DOCUMENT = re.compile(r"<DOCUMENT>(.*?)</DOCUMENT>", re.DOTALL)
 
 
 def user_message(record: dict[str, Any]) -> str:
     documents = "\n".join(f"<DOCUMENT>{text}</DOCUMENT>" for text in record["documents"])
     return f"{record['instruction']}\n\n{documents}\n\n질문: {record['question']}"
+
+
+def documents_in(prompt: str) -> list[str]:
+    """The documents a rendered prompt gives the model (after any dropping or trimming to fit)."""
+    return _DOCUMENT.findall(prompt)
 
 
 def completion(record: dict[str, Any]) -> str:

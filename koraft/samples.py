@@ -27,6 +27,7 @@ class SampleSet:
         "samples_trimmed": 0, "samples_skipped": 0,
     })
     skipped: list[dict[str, Any]] = field(default_factory=list)  # id and reason
+    prompts: list[str] = field(default_factory=list)  # rendered prompt texts, when asked for
     prompt_tokens: list[int] = field(default_factory=list)
     completion_tokens: list[int] = field(default_factory=list)
 
@@ -51,7 +52,8 @@ class Encoder:
         return text, self.tokenizer(text, add_special_tokens=False)["input_ids"]  # templates add bos themselves
 
 
-def build_samples(rows: list[dict[str, Any]], encoder: Encoder, max_length: int) -> SampleSet:
+def build_samples(rows: list[dict[str, Any]], encoder: Encoder, max_length: int, keep_prompts: bool = False
+                  ) -> SampleSet:
     result = SampleSet()
     for record in rows:
         result.counts["records"] += 1
@@ -69,6 +71,8 @@ def build_samples(rows: list[dict[str, Any]], encoder: Encoder, max_length: int)
                                "completion_mask": [0] * len(prompt_ids) + [1] * len(target_ids)})
         result.manifest.append({"id": record["id"], "prompt_sha256": text_sha256(prompt_text),
                                 "target_sha256": text_sha256(target_text)})
+        if keep_prompts:
+            result.prompts.append(prompt_text)
         result.prompt_tokens.append(len(prompt_ids))
         result.completion_tokens.append(len(target_ids))
     return result

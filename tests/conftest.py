@@ -78,3 +78,16 @@ def tiny_models(tmp_path_factory) -> Path:
     for name in TINY_SPECS:
         build_tiny_model(name, root / name)
     return root
+
+
+@pytest.fixture(scope="session")
+def teacher_adapter(tmp_path_factory, params, raft_rows, tiny_models) -> Path:
+    """tiny-m fully fine-tuned by the train stage's code until its distributions are peaked: the teacher."""
+    from test_train import model_params, paths, quick
+
+    from koraft.train import train
+
+    root = tmp_path_factory.mktemp("teacher")
+    train(raft_rows["train"][:16], raft_rows["val"][:8], model_params(params, "tiny-m"),
+          quick(params, "full", steps=30, learning_rate=3.0e-3), paths(root, tiny_models))
+    return root / "adapter"

@@ -10,7 +10,7 @@ import torch
 from datasets import Dataset
 from family_models import build_family_model, family_tokenizer
 from safetensors.torch import load_file
-from test_train import Crash, model_params, paths, quick
+from test_train import Crash, paths, quick
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTTrainer
 
@@ -27,9 +27,11 @@ from koraft.train import TrainPaths, sft_config, train
 def distill_params(params: dict, steps: int = 6, mode: str = "offline", **loss) -> dict:
     """The project's distill params, shortened to a few steps."""
     result = copy.deepcopy(params["distill"])
+    result["method"] = "lora"  # the tests' student; the shipped params train the random tiny-s fully
     result["teacher"]["mode"] = mode
     result["loss"].update(loss)
-    result["args"].update({"max_steps": steps, "logging_steps": 1, "eval_steps": 2, "save_steps": 2,
+    result["args"].update({"max_steps": steps, "learning_rate": 1.0e-3, "logging_steps": 1, "eval_steps": 2,
+                           "save_steps": 2,
                            "per_device_train_batch_size": 4, "per_device_eval_batch_size": 4})
     return result
 
@@ -37,15 +39,6 @@ def distill_params(params: dict, steps: int = 6, mode: str = "offline", **loss) 
 def where(root, teacher, tiny_models) -> DistillPaths:
     return DistillPaths(teacher=teacher, cache=root / "cache", student=TrainPaths(
         adapter=root / "student", checkpoints=root / "checkpoints", plots=root / "plots", tiny_models=tiny_models))
-
-
-@pytest.fixture(scope="module")
-def teacher_adapter(tmp_path_factory, params, raft_rows, tiny_models):
-    """tiny-m fully fine-tuned by the train stage's code until its distributions are peaked: the teacher."""
-    root = tmp_path_factory.mktemp("teacher")
-    train(raft_rows["train"][:16], raft_rows["val"][:8], model_params(params, "tiny-m"),
-          quick(params, "full", steps=30, learning_rate=3.0e-3), paths(root, tiny_models))
-    return root / "adapter"
 
 
 @pytest.fixture(scope="module")

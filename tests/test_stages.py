@@ -13,7 +13,8 @@ import pytest
 import yaml
 from conftest import ROOT, set_dotted
 
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "koraft", "data/raw", ".dvc/config", ".dvcignore"]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "koraft", "data/raw", "data/predictions", ".dvc/config",
+                 ".dvcignore"]
 OUTPUTS = ["data/validated/records.jsonl", "data/validated/rejects.jsonl", "data/raft/raft.jsonl",
            "data/split/train.jsonl", "data/split/val.jsonl", "data/split/test.jsonl",
            "metrics/validate.json", "metrics/raft.json", "metrics/split.json"]
@@ -155,7 +156,7 @@ def test_train_stage_and_a_preset_experiment(reproduced, tmp_path):
     assert not (project / "models/train/checkpoints").exists()
     assert "Data and pipelines are up to date" in run(["dvc", "repro", "train"], project).stdout
 
-    run(["dvc", "exp", "run", "-S", "model.preset=tiny-s"], project)
+    run(["dvc", "exp", "run", "train", "-S", "model.preset=tiny-s"], project)  # up to train, not the whole pipeline
     experiment = json.loads((project / "metrics/train.json").read_text())
     assert experiment["model"]["preset"] == "tiny-s"
     assert experiment["parameters"]["total"] < metrics["parameters"]["total"]
@@ -192,12 +193,39 @@ def test_distill_stage_reuses_the_teacher_cache_across_student_experiments(repro
     assert metrics["agreement"]["before"] is not None and metrics["agreement"]["after"] is not None
     cache = json.loads((project / "data/distill/teacher/manifest.json").read_text())
     assert cache["splits"]["train"]["samples"] == metrics["samples"]["train"]["samples"]
-    assert (project / "models/distill/student/adapter_model.safetensors").exists()
+    assert (project / "models/distill/student/koraft_manifest.json").exists()
+    assert any((project / "models/distill/student").glob("*model.safetensors"))  # adapter or full weights
     assert (project / "metrics/distill/plots/metrics/train/kd_loss.tsv").exists()
     assert "Data and pipelines are up to date" in run(["dvc", "repro", "distill"], project).stdout
 
-    out = run(["dvc", "exp", "run", "-S", "distill.student.preset=tiny-m"], project).stdout
+    out = run(["dvc", "exp", "run", "distill", "-S", "distill.student.preset=tiny-m"], project).stdout
     assert "Stage 'teacher' didn't change" in out and "Running stage 'distill'" in out
     experiment = json.loads((project / "metrics/distill.json").read_text())
     assert experiment["student"]["preset"] == "tiny-m"
     assert experiment["parameters"]["total"] > metrics["parameters"]["total"]
+
+
+def test_evaluate_stage_scores_every_variant_then_a_predictions_file(reproduced, tmp_path):
+    project = tmp_path / "evaluate"
+    shutil.copytree(reproduced, project)
+    set_param(project, "eval.bootstrap.resamples", 200)
+    commit_short_runs(project, "train", "distill")
+    out = run(["dvc", "repro", "evaluate"], project).stdout
+    assert "Running stage 'evaluate'" in out and "evaluate: finetuned_vs_base: F1" in out
+    metrics = json.loads((project / "metrics/eval.json").read_text())
+    assert {"base", "finetuned", "student_base", "distilled", "comparisons"} <= set(metrics)
+    review = (project / "metrics/eval/predictions.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(review) == metrics["scoring"]["samples"] == metrics["scoring"]["test_records"]
+    table = run(["dvc", "metrics", "show", "--md"], project).stdout
+    assert "finetuned.f1" in table and "comparisons.finetuned_vs_base.f1.low" in table
+    assert "Data and pipelines are up to date" in run(["dvc", "repro", "evaluate"], project).stdout
+
+    test = [json.loads(line) for line in (project / "data/split/test.jsonl").read_text().splitlines()]
+    (project / "data/predictions/api.jsonl").write_text("".join(
+        json.dumps({"id": row["id"], "prediction": f"<ANSWER>: {row['answer']}"}, ensure_ascii=False) + "\n"
+        for row in test), encoding="utf-8")
+    set_param(project, "eval.predictions_file", "data/predictions/api.jsonl")
+    out = run(["dvc", "repro", "evaluate"], project).stdout
+    assert "Stage 'train' didn't change" in out and "Running stage 'evaluate'" in out
+    scored = json.loads((project / "metrics/eval.json").read_text())
+    assert scored["api"]["exact_match"] == 1.0 and "finetuned" not in scored

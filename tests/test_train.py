@@ -24,7 +24,7 @@ def quick(params: dict, method: str = "lora", steps: int = 6, **args) -> dict:
     quick_params["method"] = method
     quick_params["args"].update({"max_steps": steps, "logging_steps": 1, "eval_steps": 2, "save_steps": 2,
                                  "per_device_train_batch_size": 4, "per_device_eval_batch_size": 4,
-                                 "disable_tqdm": True, **args})
+                                 "disable_tqdm": True, "learning_rate": 1.0e-3, **args})
     return quick_params
 
 

@@ -1,0 +1,199 @@
+"""The evaluate stage's logic on the tiny presets: four variants, generation, scoring, predictions files."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+from family_models import build_family_model
+from test_distill import distill_params, where
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from koraft.distill import build_teacher_cache, distill
+from koraft.errors import InputError, KoraftError, ParamError
+from koraft.evaluate import COMPARISONS, MAIN_METRICS, VARIANTS, EvalPaths, evaluate
+from koraft.generate import generate, stop_token_ids
+from koraft.presets import FAMILIES
+from koraft.samples import Encoder, build_samples
+
+
+def eval_params(params: dict, **changes) -> dict:
+    result = copy.deepcopy(params)
+    result["eval"]["bootstrap"]["resamples"] = 200
+    for key, value in changes.items():
+        result["eval"][key] = value
+    return result
+
+
+@pytest.fixture(scope="module")
+def eval_paths(params, raft_rows, teacher_adapter, tiny_models, tmp_path_factory) -> EvalPaths:
+    """The train stage's teacher and a briefly distilled tiny-s student, where the evaluate stage reads them."""
+    root = tmp_path_factory.mktemp("evaluate")
+    settings = distill_params(params, steps=4)
+    rows, val = raft_rows["train"][:8], raft_rows["val"][:4]
+    located = where(root, teacher_adapter, tiny_models)
+    build_teacher_cache(rows, val, settings, teacher_adapter, located.cache)
+    distill(rows, val, settings, located)
+    return EvalPaths(adapter=teacher_adapter, student=located.student.adapter, tiny_models=tiny_models)
+
+
+@pytest.fixture(scope="module")
+def evaluated(params, raft_rows, eval_paths):
+    rows = raft_rows["test"][:12]
+    metrics, review = evaluate(rows, eval_params(params), eval_paths)
+    return rows, metrics, review
+
+
+def test_every_variant_is_generated_scored_and_compared(evaluated):
+    rows, metrics, review = evaluated
+    assert metrics["scoring"]["samples"] == len(rows) == len(review)
+    for name in VARIANTS:
+        variant = metrics[name]
+        assert 0.0 <= variant["f1"] <= 1.0 and 0.0 <= variant["chrf"] <= 100.0
+        golden = variant["by_golden"]
+        assert golden["present"]["samples"] + golden["absent"]["samples"] == len(rows)
+        assert golden["present"]["samples"] == sum(row["oracle_included"] for row in rows)
+        assert variant["reasoning"]["samples"] == sum(bool(row.get("cot")) for row in rows)
+        cut = sum(not row["outputs"][name]["stopped"] for row in review)
+        assert variant["generation"]["cut"] == cut
+        assert variant["cost"]["latency_per_sample_s"] > 0 and variant["cost"]["generated_tokens_per_s"] > 0
+    assert metrics["base"]["cost"]["adapter_bytes"] == 0 and metrics["finetuned"]["cost"]["adapter_bytes"] > 0
+    for label in COMPARISONS:
+        for metric in MAIN_METRICS:
+            interval = metrics["comparisons"][label][metric]
+            assert interval["low"] <= interval["delta"] <= interval["high"], (label, metric)
+    # The trained teacher answers differently from its random base.
+    assert any(row["outputs"]["finetuned"]["output"] != row["outputs"]["base"]["output"] for row in review)
+    assert "tok:none" in metrics["scoring"]["bleu_signature"]
+    assert any("all-MiniLM-L6-v2" in warning for warning in metrics["warnings"])  # it cannot read Hangul
+
+
+def test_review_rows_carry_question_reference_outputs_and_scores(evaluated):
+    rows, metrics, review = evaluated
+    first = review[0]
+    assert first["question"] == rows[0]["question"] and first["reference"] == rows[0]["answer"]
+    assert set(first["outputs"]) == set(VARIANTS)
+    assert set(first["outputs"]["finetuned"]["scores"]) >= {"f1", "exact_match", "rougeL", "bertscore_f1", "cosine"}
+    mean_f1 = sum(row["outputs"]["distilled"]["scores"]["f1"] for row in review) / len(review)
+    assert mean_f1 == pytest.approx(metrics["distilled"]["f1"], abs=1e-3)
+
+
+def test_same_params_give_the_same_answers_and_metrics(params, raft_rows, eval_paths, evaluated):
+    rows, metrics, review = evaluated
+    params = eval_params(params, variants={"base": False, "finetuned": True, "student_base": False,
+                                           "distilled": False})
+    again, again_review = evaluate(rows, params, eval_paths)
+    assert [row["outputs"]["finetuned"] for row in again_review] == [row["outputs"]["finetuned"] for row in review]
+    without_cost = lambda m: {k: v for k, v in m.items() if k != "cost"}  # noqa: E731
+    assert without_cost(again["finetuned"]) == without_cost(metrics["finetuned"])
+    assert set(again) == {"finetuned", "comparisons", "scoring", "warnings"} and again["comparisons"] == {}
+
+
+def test_batched_generation_gives_the_one_at_a_time_answers(params, raft_rows, eval_paths):
+    from koraft.trained import load_trained, load_trained_tokenizer, trained_model_info
+
+    manifest, resolved = trained_model_info(eval_paths.adapter)
+    tokenizer = load_trained_tokenizer(eval_paths.adapter, resolved)
+    model = load_trained(eval_paths.adapter)
+    samples = build_samples(raft_rows["test"][:8], Encoder(tokenizer, resolved.family, manifest["system_prompt"]),
+                            384).samples
+    prompts = [sample["input_ids"][:sample["completion_mask"].index(1)] for sample in samples]
+    assert len({len(prompt) for prompt in prompts}) > 1  # the batch really is left-padded
+    stops = stop_token_ids(model, tokenizer, resolved.family)
+    batched = generate(model, tokenizer, prompts, stops, max_new_tokens=24, batch_size=8)
+    single = generate(model, tokenizer, prompts, stops, max_new_tokens=24, batch_size=1)
+    assert batched.texts == single.texts and batched.new_tokens == single.new_tokens
+
+
+def test_a_generation_that_never_stops_is_cut_and_counted(params, raft_rows, eval_paths):
+    rows = raft_rows["test"][:6]
+    params = eval_params(params, max_new_tokens=2, variants={"base": True, "finetuned": False,
+                                                             "student_base": False, "distilled": False})
+    metrics, review = evaluate(rows, params, eval_paths)
+    cut = [row for row in review if not row["outputs"]["base"]["stopped"]]
+    assert metrics["base"]["generation"]["cut"] == len(cut) > 0  # a random model rarely says <|end|> in 2 tokens
+    assert metrics["base"]["generation"]["mean_new_tokens"] <= 2
+
+
+@pytest.mark.parametrize("family, stop", [("gemma2", "<end_of_turn>"), ("llama3", "<|eot_id|>"),
+                                          ("exaone4", "[|endofturn|]")])
+def test_stop_tokens_include_the_family_end_of_turn(family, stop, tmp_path):
+    from koraft.modeling import load_model, load_tokenizer
+    from koraft.presets import resolve_model
+
+    folder = build_family_model(family, tmp_path / family)
+    resolved = resolve_model({"name": str(folder), "family": family, "dtype": "float32"})
+    tokenizer = load_tokenizer(resolved)
+    stops = stop_token_ids(load_model(resolved), tokenizer, FAMILIES[family])
+    assert tokenizer.convert_tokens_to_ids(stop) in stops
+    assert tokenizer.eos_token_id in stops and tokenizer.pad_token_id not in stops
+
+
+def test_a_missing_trained_model_is_a_clear_error(params, raft_rows, eval_paths, tmp_path):
+    missing = EvalPaths(adapter=eval_paths.adapter, student=tmp_path / "nowhere", tiny_models=eval_paths.tiny_models)
+    with pytest.raises(KoraftError, match=r"eval.variants.distilled: .*nowhere has no trained model; run `dvc "
+                                          r"repro distill` first, or set eval.variants.distilled: false"):
+        evaluate(raft_rows["test"][:2], eval_params(params), missing)
+
+
+def write_predictions(path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+
+
+def test_predictions_file_is_scored_without_a_model(params, raft_rows, tmp_path):
+    rows = raft_rows["test"][:10]
+    # Even rows answered right; chain-of-thought rows must end in the answer marker (spacing drifts).
+    right = [f"##Reason: 문서를 보면 그렇다.\n<ANSWER> : {row['answer']}" if row.get("cot") else row["answer"]
+             for row in rows]
+    answers = [{"id": row["id"], "prediction": right[i] if i % 2 == 0 else "모르겠습니다"}
+               for i, row in enumerate(rows)]
+    path = tmp_path / "api_model.jsonl"
+    write_predictions(path, answers)
+    # No model folder exists at these paths: nothing may be loaded.
+    nowhere = EvalPaths(adapter=tmp_path / "a", student=tmp_path / "b", tiny_models=tmp_path / "c")
+    metrics, review = evaluate(rows, eval_params(params, predictions_file=str(path)), nowhere)
+    assert metrics["api_model"]["exact_match"] == 0.5 and "cost" not in metrics["api_model"]
+    assert review[0]["outputs"]["api_model"]["answer"] == rows[0]["answer"]
+    cot_rows = [i for i, row in enumerate(rows) if row.get("cot")]
+    assert cot_rows and metrics["api_model"]["reasoning"]["answer_extraction_rate"] == pytest.approx(
+        sum(i % 2 == 0 for i in cot_rows) / len(cot_rows), abs=1e-4)
+    assert set(metrics) == {"api_model", "comparisons", "scoring", "warnings"}
+
+
+@pytest.mark.parametrize("lines, message", [
+    (['{"id": "?", "prediction": "봄"}'], r"api.jsonl:1: field 'id': '\?' is not a record of the test split"),
+    (['{"id": "ID0", "prediction": 3}'], r"api.jsonl:1: field 'prediction': must be a string, got 3"),
+    (['{"id": "ID0", "prediction": "a"}', '{"id": "ID0", "prediction": "b"}'], r"api.jsonl:2: field 'id': .*twice"),
+    (['{"id": "ID0", "prediction": "a"}', "{not json"], r"api.jsonl:2: invalid JSON"),
+    (['{"id": "ID0", "prediction": "a"}'], r"api.jsonl: 1 of 2 test records have no prediction \(first: ID1\)"),
+])
+def test_bad_predictions_file_names_file_line_and_field(lines, message, params, raft_rows, tmp_path):
+    rows = raft_rows["test"][:2]
+    text = "\n".join(lines).replace("ID0", rows[0]["id"]).replace("ID1", rows[1]["id"])
+    (tmp_path / "api.jsonl").write_text(text + "\n", encoding="utf-8")
+    with pytest.raises(InputError, match=message.replace("ID1", rows[1]["id"])):
+        evaluate(rows, eval_params(params, predictions_file=str(tmp_path / "api.jsonl")), EvalPaths())
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"variants": {"base": True, "tuned": True}}, r"eval.variants: unknown keys \['tuned'\]"),
+    ({"variants": {"base": False, "finetuned": False, "student_base": False, "distilled": False}},
+     "nothing to evaluate"),
+    ({"bertscore": {"model": "klue/roberta-large", "num_layers": "auto", "batch_size": 8}},
+     "eval.bertscore.num_layers: must be a number when eval.bertscore.model names a model"),
+    ({"max_new_tokens": 0}, r"eval.max_new_tokens: must be in \[1, 32768\]"),
+    ({"bootstrap": {"resamples": 1000, "confidence": 95, "seed": 1}}, r"eval.bootstrap.confidence: must be in"),
+])
+def test_bad_eval_params_are_one_line(change, message, params, raft_rows):
+    with pytest.raises(ParamError, match=message):
+        evaluate(raft_rows["test"][:2], eval_params(params, **change), EvalPaths())
+
+
+def test_tiny_tokenizer_round_trips_generated_korean(tiny_models):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models / "tiny-s")
+    model = AutoModelForCausalLM.from_pretrained(tiny_models / "tiny-s")
+    text = "정답은 서울입니다"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert tokenizer.decode(ids, skip_special_tokens=True) == text
+    assert stop_token_ids(model, tokenizer, FAMILIES["tiny"]) == [tokenizer.convert_tokens_to_ids("<|end|>")]
