@@ -87,7 +87,7 @@ def synthetic_predictions(count: int) -> tuple[list[str], list[str]]:
 
 def bench_scoring(args: argparse.Namespace) -> None:
     from koraft.bootstrap import mean_of, paired_difference
-    from koraft.encoders import PACKAGED_ENCODER, BertScore, CosineSimilarity, resolve_encoder
+    from koraft.encoders import AUTO_COSINE, BertScore, CosineSimilarity, resolve_encoder
     from koraft.metrics import LexicalScorer
 
     predictions, references = synthetic_predictions(args.predictions)
@@ -99,7 +99,7 @@ def bench_scoring(args: argparse.Namespace) -> None:
         timings.append((label, time.perf_counter() - started))
         return value
 
-    encoder = resolve_encoder("auto", "tiny", {"tiny": PACKAGED_ENCODER}, "eval")
+    encoder = resolve_encoder("auto", "tiny", AUTO_COSINE, "eval.cosine")  # the packaged all-MiniLM-L6-v2
     lexical = timed("load Kiwi + sacrebleu", LexicalScorer)
     scores = timed("EM, F1, ROUGE (Kiwi + characters), BLEU, chrF", lambda: lexical.score(predictions, references))
     bertscore = timed("load BERTScore encoder", lambda: BertScore(encoder, 6, 64))
