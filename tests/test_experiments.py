@@ -1,0 +1,40 @@
+"""Comparing runs with DVC: a named sweep on the experiment queue, in a temporary git repository."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from conftest import ROOT
+from test_stages import commit_short_runs, make_project, run, set_param
+
+
+def test_sweep_queues_two_presets_runs_them_and_shows_both(tmp_path):
+    project = make_project(tmp_path / "sweep")
+    for name in ("sweeps.yaml", "scripts/sweep.py"):
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, project / name)
+    set_param(project, "eval.bootstrap.resamples", 200)
+    run(["git", "add", "-A"], project)
+    commit_short_runs(project, "train", "distill")
+
+    out = run(["python", "scripts/sweep.py", "presets", "--poll", "2"], project).stdout
+    assert out.count("dvc exp run --queue -S model.preset=") == 2 and "dvc queue start -j 1" in out
+    table = out[out.index("| Experiment"):]
+    assert "finetuned.f1" in table and "comparisons.finetuned_vs_base.f1.low" in table
+    assert table.count("tiny-m") >= 1 and table.count("tiny-s") >= 1
+
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
+    experiments = {exp["name"]: exp for baseline in shown for exp in (baseline.get("experiments") or [])}
+    assert len(experiments) == 2
+    presets = {}
+    for name, exp in experiments.items():
+        assert exp["revs"][0]["error"] is None
+        data = exp["revs"][0]["data"]
+        presets[data["params"]["params.yaml"]["data"]["model"]["preset"]] = name
+        assert "f1" in data["metrics"]["metrics/eval.json"]["data"]["finetuned"]
+    assert set(presets) == {"tiny-m", "tiny-s"}
+
+    diff = json.loads(run(["dvc", "metrics", "diff", presets["tiny-m"], presets["tiny-s"], "--json"], project).stdout)
+    assert diff["metrics/train.json"]["parameters.total"]["diff"] != 0  # tiny-s is the smaller model
+    assert "finetuned.f1" in diff["metrics/eval.json"]
