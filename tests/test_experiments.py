@@ -38,3 +38,26 @@ def test_sweep_queues_two_presets_runs_them_and_shows_both(tmp_path):
     diff = json.loads(run(["dvc", "metrics", "diff", presets["tiny-m"], presets["tiny-s"], "--json"], project).stdout)
     assert diff["metrics/train.json"]["parameters.total"]["diff"] != 0  # tiny-s is the smaller model
     assert "finetuned.f1" in diff["metrics/eval.json"]
+
+
+def test_outputs_round_trip_through_a_local_remote_into_a_fresh_clone(tmp_path):
+    project = make_project(tmp_path / "origin")
+    commit_short_runs(project, "train", "distill")
+    set_param(project, "eval.bootstrap.resamples", 200)
+    run(["dvc", "repro"], project)
+    run(["dvc", "remote", "add", "-d", "store", str(tmp_path / "remote")], project)
+    run(["git", "add", "-A"], project)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "pipeline run"], project)
+    assert "pushed" in run(["dvc", "push"], project).stdout
+
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    assert not (clone / "models/train/adapter").exists()
+    run(["dvc", "pull"], clone)
+    outputs = [path.relative_to(project) for folder in ("data/validated", "data/raft", "data/split", "data/distill",
+                                                       "models/base", "models/train/adapter", "models/distill/student")
+               for path in sorted((project / folder).rglob("*")) if path.is_file() and path.name != ".gitignore"]
+    assert len(outputs) > 20
+    for relative in outputs:
+        assert (clone / relative).read_bytes() == (project / relative).read_bytes(), relative
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], clone).stdout
