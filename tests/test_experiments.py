@@ -11,7 +11,7 @@ from test_stages import commit_short_runs, make_project, run, set_param
 
 def test_sweep_queues_two_presets_runs_them_and_shows_both(tmp_path):
     project = make_project(tmp_path / "sweep")
-    for name in ("sweeps.yaml", "scripts/sweep.py"):
+    for name in ("sweeps.yaml", "scripts/sweep.py", "scripts/pr_comment.py"):
         (project / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, project / name)
     set_param(project, "eval.bootstrap.resamples", 200)
@@ -38,6 +38,20 @@ def test_sweep_queues_two_presets_runs_them_and_shows_both(tmp_path):
     diff = json.loads(run(["dvc", "metrics", "diff", presets["tiny-m"], presets["tiny-s"], "--json"], project).stdout)
     assert diff["metrics/train.json"]["parameters.total"]["diff"] != 0  # tiny-s is the smaller model
     assert "finetuned.f1" in diff["metrics/eval.json"]
+
+    # The pull-request comment on that pair: headline table, intervals, params diff, full diff.
+    text = run(["python", "scripts/pr_comment.py", "--base", presets["tiny-m"], "--head", presets["tiny-s"]],
+               project).stdout
+    lines = text.splitlines()
+    assert lines[0] == "<!-- koraft-metrics -->"
+    assert f"`{presets['tiny-s']}` against `{presets['tiny-m']}`" in lines[1]
+    header = lines.index("| variant | F1 | EM | ROUGE-L | chrF | BERTScore-F1 | cosine |")
+    rows = [line.split(" | ")[0].removeprefix("| ") for line in lines[header + 2:header + 6]]
+    assert rows == ["base", "finetuned", "student_base", "distilled"]
+    assert any(line.startswith("- finetuned vs base: F1 ") and "95% CI [" in line for line in lines)
+    params = text[text.index("Params changed"):text.index("Every metric that changed")]
+    assert "model.preset" in params and "tiny-m" in params and "tiny-s" in params
+    assert "| metrics/train.json" in text[text.index("Every metric that changed"):]
 
 
 def test_outputs_round_trip_through_a_local_remote_into_a_fresh_clone(tmp_path):

@@ -1,0 +1,101 @@
+"""The pull-request comment: this run's metrics and params against a base revision, as markdown.
+
+    python scripts/pr_comment.py --base origin/main [--head REV] [--plots-url URL] [--out comment.md]
+
+`.github/workflows/pr.yaml` runs it after `dvc repro` on the tiny pipeline and posts the output as
+one comment, updated in place on later pushes (the first line is a marker to find it by). The
+headline table holds the evaluation metrics per variant with the change, then the fine-tuned vs
+base confidence interval; the full `dvc metrics diff` and `dvc params diff` follow, folded.
+Without --head the workspace is compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+from pathlib import Path
+
+MARKER = "<!-- koraft-metrics -->"
+EVAL = "metrics/eval.json"
+VARIANTS = ("base", "finetuned", "student_base", "distilled")
+HEADLINE = {"f1": "F1", "exact_match": "EM", "rougeL": "ROUGE-L", "chrf": "chrF", "bertscore_f1": "BERTScore-F1",
+            "cosine": "cosine"}
+
+
+def dvc(*args: str) -> str:
+    return subprocess.run(["dvc", *args], capture_output=True, text=True, check=True).stdout
+
+
+def revisions(base: str, head: str | None) -> list[str]:
+    return [base] + ([head] if head else [])
+
+
+def number(value) -> str:
+    return "–" if value is None else f"{value:.4g}"
+
+
+def headline(diff: dict) -> list[str]:
+    evaluation = diff.get(EVAL, {})
+    lines = ["| variant | " + " | ".join(HEADLINE.values()) + " |", "|---|" + "---|" * len(HEADLINE)]
+    for variant in VARIANTS:
+        cells = []
+        for metric in HEADLINE:
+            entry = evaluation.get(f"{variant}.{metric}")
+            if entry is None:
+                cells.append("–")
+                continue
+            change = entry.get("diff")
+            moved = f" ({change:+.4g})" if isinstance(change, float | int) and change else ""
+            cells.append(f"{number(entry.get('new'))}{moved}")
+        if any(cell != "–" for cell in cells):
+            lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def intervals(diff: dict) -> list[str]:
+    evaluation, lines = diff.get(EVAL, {}), []
+    confidence = evaluation.get("scoring.bootstrap.confidence", {}).get("new", 0.95)
+    for label in ("finetuned_vs_base", "distilled_vs_student_base"):
+        key = f"comparisons.{label}.f1"
+        low, high = evaluation.get(f"{key}.low", {}).get("new"), evaluation.get(f"{key}.high", {}).get("new")
+        delta = evaluation.get(f"{key}.delta", {}).get("new")
+        if delta is not None:
+            verdict = "ahead" if low is not None and low > 0 else "behind" if high is not None and high < 0 else \
+                "not separable"
+            lines.append(f"- {label.replace('_vs_', ' vs ').replace('_', ' ')}: F1 {delta:+.4f}, {confidence:.0%} CI "
+                         f"[{low:+.4f}, {high:+.4f}]: {verdict}")
+    return lines
+
+
+def comment(base: str, head: str | None, plots_url: str | None = None) -> str:
+    revs = revisions(base, head)
+    diff = json.loads(dvc("metrics", "diff", *revs, "--all", "--json") or "{}")
+    changed = dvc("metrics", "diff", *revs, "--md").strip() or "No metric changed."
+    params = dvc("params", "diff", *revs, "--md").strip() or "No param changed."
+    parts = [MARKER, f"## koraft: `{head or 'this branch'}` against `{base}`", "", "Evaluation on the test split "
+             "(BLEU and chrF 0-100, the rest 0-1; change against the base in brackets):", "", *headline(diff), ""]
+    parts += intervals(diff)
+    if plots_url:
+        parts += ["", f"Loss curves and plots: [dvc plots diff]({plots_url}) (artifact `plots`)."]
+    parts += ["", "<details><summary>Params changed</summary>", "", params, "", "</details>", "",
+              "<details><summary>Every metric that changed</summary>", "", changed, "", "</details>", ""]
+    return "\n".join(parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", required=True)
+    parser.add_argument("--head")
+    parser.add_argument("--plots-url")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    text = comment(args.base, args.head, args.plots_url)
+    if args.out:
+        args.out.write_text(text, encoding="utf-8")
+    else:
+        print(text)
+
+
+if __name__ == "__main__":
+    main()
