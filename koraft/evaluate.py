@@ -297,6 +297,12 @@ def compare(per_system: dict, scorers: Scorers, samples: int, bootstrap: dict[st
     return result
 
 
+def variant_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per evaluated system with its headline metrics: the data of the per-variant bar charts."""
+    return [{"variant": name, **{metric: values[metric] for metric in MAIN_METRICS}}
+            for name, values in metrics.items() if isinstance(values, dict) and "f1" in values]
+
+
 def review_rows(rows: list[dict], systems: dict[str, SystemOutput], answers: dict[str, list],
                 per_system: dict) -> list[dict[str, Any]]:
     """metrics/eval/predictions.jsonl: question, reference and each system's output and scores, per record."""

@@ -1,12 +1,13 @@
 """distill: logit distillation of the fine-tuned teacher (models/train/adapter) into distill.student.
 
-Outputs: models/distill/student/ (adapter or full weights, tokenizer, manifest), metrics/distill.json,
+Outputs: models/distill/student/ (adapter or full weights, tokenizer, manifest, model card), metrics/distill.json,
 metrics/distill/ (DVCLive curves: total, CE and KD losses). Offline mode reads the teacher stage's
 cache; online mode runs the teacher every step.
 """
 
 from pathlib import Path
 
+from koraft.card import write_card
 from koraft.cli import run_stage
 from koraft.distill import DistillPaths, distill
 from koraft.jsonl import read_jsonl, write_json
@@ -22,8 +23,10 @@ PATHS = DistillPaths(teacher=Path("models/train/adapter"), cache=Path("data/dist
 
 
 def main() -> None:
-    metrics = distill(list(read_jsonl(TRAIN)), list(read_jsonl(VAL)), section(load_params(), "distill"), PATHS, TRAIN)
+    settings = section(load_params(), "distill")
+    metrics = distill(list(read_jsonl(TRAIN)), list(read_jsonl(VAL)), settings, PATHS, TRAIN)
     write_json(METRICS, metrics)
+    write_card(PATHS.student.adapter, metrics, settings, TRAIN)
     loss, agreement = metrics["loss"], metrics["agreement"]
     print(f"distill: {metrics['teacher']['model']} -> {metrics['student']['preset'] or metrics['student']['source']} "
           f"({metrics['teacher']['mode']}), {metrics['steps']} steps, eval loss {loss['eval_final']} "

@@ -1,24 +1,27 @@
 """evaluate: answer the test split with each variant (or score eval.predictions_file), compare them.
 
 Outputs: metrics/eval.json (every metric per variant, split by golden document present/absent,
-reasoning checks, cost, bootstrap intervals of fine-tuned vs base and distilled vs student base)
-and metrics/eval/predictions.jsonl (question, reference, each variant's output and scores).
+reasoning checks, cost, bootstrap intervals of fine-tuned vs base and distilled vs student base),
+metrics/eval/predictions.jsonl (question, reference, each variant's output and scores), and
+metrics/eval/variants.json (the headline metrics per variant, for `dvc plots`).
 """
 
 from koraft.cli import run_stage
-from koraft.evaluate import evaluate
+from koraft.evaluate import evaluate, variant_rows
 from koraft.jsonl import read_jsonl, write_json, write_jsonl
 from koraft.params import load_params
 
 TEST = "data/split/test.jsonl"
 METRICS = "metrics/eval.json"
 PREDICTIONS = "metrics/eval/predictions.jsonl"
+VARIANT_PLOT = "metrics/eval/variants.json"
 
 
 def main() -> None:
     metrics, review = evaluate(list(read_jsonl(TEST)), load_params())
     write_json(METRICS, metrics)
     write_jsonl(PREDICTIONS, review)
+    write_json(VARIANT_PLOT, variant_rows(metrics))
     for name, values in metrics.items():
         if isinstance(values, dict) and "f1" in values:
             print(f"evaluate: {name}: F1 {values['f1']}, EM {values['exact_match']}, ROUGE-L {values['rougeL']}, "

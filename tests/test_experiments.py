@@ -6,6 +6,7 @@ import json
 import shutil
 
 from conftest import ROOT
+from PIL import Image
 from test_stages import commit_short_runs, make_project, run, set_param
 
 
@@ -52,6 +53,16 @@ def test_sweep_queues_two_presets_runs_them_and_shows_both(tmp_path):
     params = text[text.index("Params changed"):text.index("Every metric that changed")]
     assert "model.preset" in params and "tiny-m" in params and "tiny-s" in params
     assert "| metrics/train.json" in text[text.index("Every metric that changed"):]
+
+    # A report of the two experiments, read from their commits.
+    out = run(["python", "-m", "koraft.report", "presets", "--exp", presets["tiny-m"], presets["tiny-s"]],
+              project).stdout
+    assert "report: wrote reports/presets.md" in out
+    report = (project / "reports/presets.md").read_text(encoding="utf-8")
+    assert "## Runs compared" in report and "| model.preset | tiny-m | tiny-s |" in report  # params that differ
+    for name in ("runs.png", f"metrics_{presets['tiny-m']}.png", f"loss_{presets['tiny-s']}.png"):
+        with Image.open(project / "reports/presets" / name) as png:
+            png.verify()
 
 
 def test_outputs_round_trip_through_a_local_remote_into_a_fresh_clone(tmp_path):

@@ -1,0 +1,106 @@
+"""Reports, model cards and the Hub upload's staging, on the project's committed metrics."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import yaml
+from conftest import ROOT
+from PIL import Image
+
+from koraft.card import render_card, write_card
+from koraft.errors import KoraftError
+from koraft.hub import push, stage_folder
+from koraft.report import load_run, write_report
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    """A checkout's metrics/ and params.yaml, as `dvc repro` left them, as the working directory."""
+    shutil.copytree(ROOT / "metrics", tmp_path / "metrics")
+    shutil.copy2(ROOT / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_report_has_tables_intervals_examples_and_valid_pngs(workspace):
+    run = load_run("workspace", None)
+    path = write_report("weekly", [run], top=3)
+    text = path.read_text(encoding="utf-8")
+    evaluation = json.loads((workspace / "metrics/eval.json").read_text())
+    assert path.resolve() == workspace / "reports/weekly.md"
+    assert f"| finetuned | {evaluation['finetuned']['f1']:g} |" in text
+    interval = evaluation["comparisons"]["finetuned_vs_base"]["f1"]
+    assert f"| finetuned vs base | F1 | {interval['delta']:+g} | [{interval['low']:+g}, {interval['high']:+g}]" in text
+    assert "**Best 3 answers of `finetuned`**" in text and "**Worst 3 answers of `finetuned`**" in text
+    assert "> warning: bertscore:" in text  # the embedded encoder cannot read Hangul, and the report says so
+    images = sorted((workspace / "reports/weekly").glob("*.png"))
+    assert [image.name for image in images] == ["loss_workspace.png", "metrics_workspace.png"]
+    for image in images:
+        assert f"(weekly/{image.name})" in text
+        with Image.open(image) as png:
+            png.verify()
+            assert png.format == "PNG" and png.size[0] > 300
+
+
+def test_report_without_an_evaluation_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(KoraftError, match="the workspace has no metrics/eval.json; run `dvc repro`"):
+        load_run("workspace", None)
+
+
+def test_model_card_names_base_license_data_and_training(teacher_adapter, tmp_path):
+    folder = tmp_path / "adapter"
+    shutil.copytree(teacher_adapter, folder)
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"id": "a"}\n', encoding="utf-8")
+    training = {"steps": 30, "epochs": 1.0, "loss": {"train_final": 2.5, "eval_final": 3.1, "eval_best": 3.0},
+                "samples": {"train": {"samples": 16, "records": 16, "samples_trimmed": 0, "samples_skipped": 0}},
+                "cost": {"train_runtime_s": 12.3}}
+    write_card(folder, training, {"args": {"learning_rate": 3.0e-3}}, data)
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    front = yaml.safe_load(card.split("---")[1])
+    assert front["license"] == "other" and front["license_name"] == "koraft-tiny" and front["language"] == ["ko"]
+    assert front["library_name"] == "transformers" and "full" in front["tags"]  # the fixture is fully trained
+    assert "12.3" not in card  # no runtimes: equal runs give equal cards
+    import hashlib
+
+    assert hashlib.sha256(data.read_bytes()).hexdigest() in card
+    assert "final eval loss 3.1" in card and "'learning_rate': 0.003" in card
+
+
+def test_real_families_get_their_license_and_base_model(teacher_adapter, tmp_path):
+    folder = tmp_path / "adapter"
+    shutil.copytree(teacher_adapter, folder)
+    manifest = json.loads((folder / "koraft_manifest.json").read_text())
+    manifest["model"].update(family="gemma2", source="google/gemma-2-2b-it", preset="gemma-2-2b-it", revision="abc")
+    manifest["method"] = "qlora"
+    (folder / "koraft_manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    card = render_card(folder, {}, {"lora": {"r": 16}, "quantization": {"bnb_4bit_quant_type": "nf4"}}, "0" * 64)
+    front = yaml.safe_load(card.split("---")[1])
+    assert front["license"] == "gemma" and front["base_model"] == "google/gemma-2-2b-it"
+    assert front["library_name"] == "peft" and "`google/gemma-2-2b-it` at revision `abc`" in card
+    assert "Gemma Terms of Use" in card and "quantization: {'bnb_4bit_quant_type': 'nf4'}" in card
+
+
+def test_hub_staging_adds_evaluation_and_never_writes_the_token(teacher_adapter, workspace, monkeypatch):
+    folder = workspace / "adapter"
+    shutil.copytree(teacher_adapter, folder)
+    (workspace / "data/split").mkdir(parents=True)
+    (workspace / "data/split/train.jsonl").write_text('{"id": "a"}\n', encoding="utf-8")
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_value_123")
+    staged = stage_folder(folder, workspace / "staged")
+    names = {path.name for path in staged.iterdir()}
+    assert "training_args.bin" not in names and {"README.md", "koraft_manifest.json"} <= names
+    card = (staged / "README.md").read_text(encoding="utf-8")
+    f1 = json.loads((workspace / "metrics/eval.json").read_text())["finetuned"]["f1"]
+    assert "## Evaluation" in card and f"| F1 (KorQuAD) | {f1} |" in card and "finetuned F1 vs its base" in card
+    assert not any("hf_secret_value_123" in path.read_bytes().decode("utf-8", "ignore") for path in staged.iterdir())
+
+
+def test_hub_upload_needs_the_token_from_the_environment(teacher_adapter, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with pytest.raises(KoraftError, match="set HF_TOKEN in the environment"):
+        push(teacher_adapter, "someone/model", private=True)
