@@ -86,3 +86,32 @@ def test_outputs_round_trip_through_a_local_remote_into_a_fresh_clone(tmp_path):
     for relative in outputs:
         assert (clone / relative).read_bytes() == (project / relative).read_bytes(), relative
     assert "Data and pipelines are up to date" in run(["dvc", "status"], clone).stdout
+
+
+def test_an_experiment_run_on_a_worker_is_pulled_on_another_machine(tmp_path):
+    """scripts/run_experiment.sh (the GPU workflow's commands) with a local bare repo as the shared remote."""
+    project = make_project(tmp_path / "worker")
+    (project / "scripts").mkdir()
+    shutil.copy2(ROOT / "scripts/run_experiment.sh", project / "scripts/run_experiment.sh")
+    set_param(project, "eval.bootstrap.resamples", 200)
+    run(["git", "add", "-A"], project)
+    commit_short_runs(project, "train", "distill")
+    run(["git", "init", "-q", "--bare", str(tmp_path / "shared.git")], tmp_path)
+    run(["git", "remote", "add", "origin", str(tmp_path / "shared.git")], project)
+    run(["git", "push", "-q", "origin", "HEAD"], project)
+
+    run(["git", "config", "user.name", "worker"], project)  # dvc exp run commits as this identity
+    run(["git", "config", "user.email", "worker@example.com"], project)
+    run(["bash", "scripts/run_experiment.sh", "origin", "-S", "model.preset=tiny-s"], project)
+    listed = run(["dvc", "exp", "list", "origin", "--name-only"], project).stdout.split()
+    assert len(listed) == 1
+
+    elsewhere = tmp_path / "laptop"
+    run(["git", "clone", "-q", str(tmp_path / "shared.git"), str(elsewhere)], tmp_path)
+    run(["dvc", "exp", "pull", "--no-cache", "origin", listed[0]], elsewhere)
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], elsewhere).stdout)
+    experiment = next(exp for baseline in shown for exp in (baseline.get("experiments") or [])
+                      if exp["name"] == listed[0])
+    data = experiment["revs"][0]["data"]
+    assert data["params"]["params.yaml"]["data"]["model"]["preset"] == "tiny-s"
+    assert "f1" in data["metrics"]["metrics/eval.json"]["data"]["finetuned"]
