@@ -8,12 +8,12 @@ machine-dependent (runtimes, paths of this checkout) goes in, so equal runs give
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from koraft.hashing import file_sha256
 from koraft.train import read_manifest
 
 # family -> (hub license id, license_name for "other", what to read before using the weights)
@@ -28,10 +28,6 @@ LICENSES = {
 UNKNOWN_LICENSE = ("other", "see-base-model", "not known to koraft: read the base model's own card")
 EVALUATION = {"f1": "F1 (KorQuAD)", "exact_match": "EM", "rougeL": "ROUGE-L (Kiwi)", "chrf": "chrF",
               "bleu": "BLEU (Kiwi)", "bertscore_f1": "BERTScore-F1", "cosine": "cosine"}
-
-
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def render_card(folder: Path, training: dict[str, Any], section: dict[str, Any], data_sha256: str,

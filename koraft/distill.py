@@ -10,7 +10,6 @@ the student's top-1 token matches the teacher's on the validation split, before 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 
 from koraft.errors import KoraftError, ParamError
+from koraft.hashing import folder_sha256
 from koraft.jsonl import write_json
 from koraft.kd_loss import DIVERGENCES, KDSettings
 from koraft.modeling import load_model, load_tokenizer, torch_dtype
@@ -83,17 +83,6 @@ def agreement(model, samples: list[dict[str, Any]], teacher: TopK, vocabulary: i
         total += student_top1.numel()
     model.train(was_training)
     return {"top1_match": round(matches / total, 4) if total else None, "tokens": total}
-
-
-def folder_sha256(folder: Path) -> str:
-    """Content hash of a model folder: checkpoints of a run against another teacher must not be resumed."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(folder)).encode())
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def build_teacher_cache(train_rows: list[dict], val_rows: list[dict], distill: dict[str, Any], adapter: Path,
@@ -216,7 +205,7 @@ def distill(train_rows: list[dict], val_rows: list[dict], distill_params: dict[s
                               covers_vocabulary=cache_manifest["covers_vocabulary"])
         teacher_summary.update(top_k=cache_manifest["top_k"], covers_vocabulary=cache_manifest["covers_vocabulary"],
                                mass_in_top_k=cache_manifest["splits"]["train"]["mass_in_top_k"])
-        teacher_identity = folder_sha256(paths.cache)
+        teacher_identity = folder_sha256(paths.cache)  # another teacher's checkpoints must not be resumed
     else:
         teacher = load_trained(paths.teacher, distill_params["quantization"]
                                if distill_params["teacher"]["quantize"] else None)

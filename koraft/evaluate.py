@@ -23,7 +23,15 @@ import numpy as np
 
 from koraft.answers import check_quotes, extract_answer
 from koraft.bootstrap import Statistic, mean_of, paired_difference
-from koraft.encoders import AUTO_BERTSCORE, AUTO_COSINE, BertScore, CosineSimilarity, auto_num_layers, resolve_encoder
+from koraft.encoders import (
+    AUTO_BERTSCORE,
+    AUTO_BERTSCORE_LAYERS,
+    AUTO_COSINE,
+    BertScore,
+    CosineSimilarity,
+    for_family,
+    resolve_encoder,
+)
 from koraft.errors import KoraftError, ParamError
 from koraft.metrics import CORPUS_METRICS, LexicalScorer
 from koraft.params import check_number, reject_unknown_keys, section
@@ -36,6 +44,11 @@ COMPARISONS = {"finetuned_vs_base": ("base", "finetuned"), "distilled_vs_student
 MAIN_METRICS = ("f1", "exact_match", "rougeL", "bleu", "chrf", "bertscore_f1", "cosine")
 METRIC_ORDER = ("exact_match", "f1", "rouge1", "rouge2", "rougeL", "rouge1_char", "rouge2_char", "rougeL_char",
                 "bleu", "chrf", "bertscore_precision", "bertscore_recall", "bertscore_f1", "cosine")
+# Short display names, shared by the report and the pull-request comment.
+METRIC_LABELS = {"exact_match": "EM", "f1": "F1", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L",
+                 "rouge1_char": "ROUGE-1 (char)", "rouge2_char": "ROUGE-2 (char)", "rougeL_char": "ROUGE-L (char)",
+                 "bleu": "BLEU", "chrf": "chrF", "bertscore_precision": "BERTScore-P",
+                 "bertscore_recall": "BERTScore-R", "bertscore_f1": "BERTScore-F1", "cosine": "cosine"}
 KEYS = {"variants", "max_new_tokens", "batch_size", "max_length", "bertscore", "cosine", "bootstrap",
         "predictions_file"}
 
@@ -169,7 +182,7 @@ class Scorers:
         encoder = resolve_encoder(bertscore["model"], family, AUTO_BERTSCORE, "eval.bertscore")
         layers = bertscore["num_layers"]
         self.lexical = LexicalScorer()
-        self.bertscore = BertScore(encoder, auto_num_layers(family) if layers == "auto" else layers,
+        self.bertscore = BertScore(encoder, for_family(AUTO_BERTSCORE_LAYERS, family) if layers == "auto" else layers,
                                    bertscore["batch_size"])
         self.cosine = CosineSimilarity(resolve_encoder(cosine["model"], family, AUTO_COSINE, "eval.cosine",
                                                        cosine.get("revision")), cosine["batch_size"])
@@ -297,10 +310,15 @@ def compare(per_system: dict, scorers: Scorers, samples: int, bootstrap: dict[st
     return result
 
 
+def systems(metrics: dict[str, Any]) -> list[str]:
+    """The evaluated systems of a metrics/eval.json (variants, or a predictions file), in order."""
+    return [name for name, values in metrics.items() if isinstance(values, dict) and "f1" in values]
+
+
 def variant_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per evaluated system with its headline metrics: the data of the per-variant bar charts."""
-    return [{"variant": name, **{metric: values[metric] for metric in MAIN_METRICS}}
-            for name, values in metrics.items() if isinstance(values, dict) and "f1" in values]
+    return [{"variant": name, **{metric: metrics[name][metric] for metric in MAIN_METRICS}}
+            for name in systems(metrics)]
 
 
 def review_rows(rows: list[dict], systems: dict[str, SystemOutput], answers: dict[str, list],

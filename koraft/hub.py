@@ -21,8 +21,10 @@ from typing import Any
 
 import yaml
 
-from koraft.card import file_sha256, render_card
+from koraft.card import render_card
 from koraft.errors import KoraftError
+from koraft.evaluate import COMPARISONS
+from koraft.hashing import file_sha256
 from koraft.train import read_manifest
 
 SKIPPED = {"training_args.bin"}
@@ -36,7 +38,7 @@ def evaluation_for(folder: Path, eval_path: Path) -> dict[str, Any] | None:
     variant = "distilled" if "distilled_from" in read_manifest(folder) else "finetuned"
     if variant not in metrics:
         return None
-    label = {"finetuned": "finetuned_vs_base", "distilled": "distilled_vs_student_base"}[variant]
+    label = next(label for label, (_, improved) in COMPARISONS.items() if improved == variant)
     comparison = metrics.get("comparisons", {}).get(label, {}).get("f1")
     return {"metrics": metrics[variant], "samples": metrics["scoring"]["samples"],
             "comparison": {variant: comparison} if comparison else {}}

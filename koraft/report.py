@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from koraft.errors import KoraftError
+from koraft.evaluate import METRIC_LABELS, VARIANTS, systems
 
-VARIANTS = ("base", "finetuned", "student_base", "distilled")
-TABLE = {"f1": "F1", "exact_match": "EM", "rougeL": "ROUGE-L", "rougeL_char": "ROUGE-L (char)", "bleu": "BLEU",
-         "chrf": "chrF", "bertscore_f1": "BERTScore-F1", "cosine": "cosine"}
+TABLE = {metric: METRIC_LABELS[metric] for metric in ("f1", "exact_match", "rougeL", "rougeL_char", "bleu", "chrf",
+                                                      "bertscore_f1", "cosine")}
 CHART = ("f1", "rougeL", "rougeL_char", "bertscore_f1", "cosine")  # the [0, 1] metrics, one bar each
 CURVES = {"train loss": "metrics/train/plots/metrics/train/loss.tsv",
           "train eval loss": "metrics/train/plots/metrics/eval/loss.tsv",
@@ -81,10 +81,6 @@ def experiment_revisions(names: list[str]) -> dict[str, str]:
     return {name: known[name] for name in names}
 
 
-def systems(run: Run) -> list[str]:
-    return [name for name, value in run.evaluation.items() if isinstance(value, dict) and "f1" in value]
-
-
 def cell(text: Any, width: int = 120) -> str:
     text = " ".join(str(text).split()).replace("|", "\\|")
     return text if len(text) <= width else text[:width - 1] + "…"
@@ -93,7 +89,7 @@ def cell(text: Any, width: int = 120) -> str:
 def metrics_table(run: Run) -> list[str]:
     lines = ["| variant | " + " | ".join(TABLE.values()) + " | F1, golden given | F1, golden absent | "
              "answers extracted | quotes verbatim |", "|---" * (len(TABLE) + 5) + "|"]
-    for name in systems(run):
+    for name in systems(run.evaluation):
         values = run.evaluation[name]
         golden, reasoning = values["by_golden"], values["reasoning"]
         row = [values.get(metric) for metric in TABLE] + [
@@ -119,7 +115,7 @@ def intervals_table(run: Run) -> list[str]:
 
 def examples(run: Run, count: int) -> list[str]:
     """The best and worst answers of the fine-tuned model (or the first system), by F1."""
-    names = systems(run)
+    names = systems(run.evaluation)
     if not names or not run.predictions:
         return []
     name = "finetuned" if "finetuned" in names else names[0]
@@ -135,13 +131,24 @@ def examples(run: Run, count: int) -> list[str]:
     return lines
 
 
-def bar_chart(path: Path, groups: list[str], series: dict[str, list[float]], title: str) -> None:
-    """Grouped bars: one group per entry of `groups`, one bar per series."""
+def _pyplot():
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(plt, figure, path: Path) -> None:
+    figure.tight_layout()
+    figure.savefig(path, dpi=100, metadata={"Software": None})  # no version stamp: same data, same bytes
+    plt.close(figure)
+
+
+def bar_chart(path: Path, groups: list[str], series: dict[str, list[float]], title: str) -> None:
+    """Grouped bars: one group per entry of `groups`, one bar per series."""
+    plt = _pyplot()
     figure, axes = plt.subplots(figsize=(max(6, 1.6 * len(groups)), 3.6))
     width = 0.8 / max(len(series), 1)
     for index, (name, values) in enumerate(series.items()):
@@ -150,17 +157,11 @@ def bar_chart(path: Path, groups: list[str], series: dict[str, list[float]], tit
     axes.set_ylim(0, 1)
     axes.set_title(title)
     axes.legend(fontsize="small", ncols=min(len(series), 5))
-    figure.tight_layout()
-    figure.savefig(path, dpi=100, metadata={"Software": None})
-    plt.close(figure)
+    _save(plt, figure, path)
 
 
 def loss_chart(path: Path, curves: dict[str, list[tuple[float, float]]], title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     figure, axes = plt.subplots(figsize=(7, 3.6))
     for name, points in curves.items():
         axes.plot([step for step, _ in points], [value for _, value in points], label=name, marker=".")
@@ -168,9 +169,7 @@ def loss_chart(path: Path, curves: dict[str, list[tuple[float, float]]], title: 
     axes.set_ylabel("loss")
     axes.set_title(title)
     axes.legend(fontsize="small")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100, metadata={"Software": None})
-    plt.close(figure)
+    _save(plt, figure, path)
 
 
 def changed_params(runs: list[Run]) -> list[str]:
@@ -210,7 +209,7 @@ def write_report(name: str, runs: list[Run], out_dir: Path = Path("reports"), to
                   "BLEU and chrF are on sacrebleu's 0-100 scale, the rest in [0, 1].", ""]
         intervals = intervals_table(run)
         lines += (["### Paired bootstrap intervals", "", *intervals, ""] if intervals else [])
-        names = systems(run)
+        names = systems(run.evaluation)
         bar_chart(figures / f"metrics_{slug}.png", [TABLE[m] for m in CHART],
                   {n: [run.evaluation[n].get(m, 0.0) for m in CHART] for n in names}, f"{run.label}: metrics")
         lines += [f"![metrics]({name}/metrics_{slug}.png)", ""]

@@ -16,19 +16,16 @@ import json
 import subprocess
 from pathlib import Path
 
+from koraft.evaluate import METRIC_LABELS, VARIANTS
+
 MARKER = "<!-- koraft-metrics -->"
 EVAL = "metrics/eval.json"
-VARIANTS = ("base", "finetuned", "student_base", "distilled")
-HEADLINE = {"f1": "F1", "exact_match": "EM", "rougeL": "ROUGE-L", "chrf": "chrF", "bertscore_f1": "BERTScore-F1",
-            "cosine": "cosine"}
+HEADLINE = {metric: METRIC_LABELS[metric] for metric in ("f1", "exact_match", "rougeL", "chrf", "bertscore_f1",
+                                                          "cosine")}
 
 
 def dvc(*args: str) -> str:
     return subprocess.run(["dvc", *args], capture_output=True, text=True, check=True).stdout
-
-
-def revisions(base: str, head: str | None) -> list[str]:
-    return [base] + ([head] if head else [])
 
 
 def number(value) -> str:
@@ -69,7 +66,7 @@ def intervals(diff: dict) -> list[str]:
 
 
 def comment(base: str, head: str | None, plots_url: str | None = None) -> str:
-    revs = revisions(base, head)
+    revs = [base, head] if head else [base]  # one revision: compared with the workspace
     diff = json.loads(dvc("metrics", "diff", *revs, "--all", "--json") or "{}")
     changed = dvc("metrics", "diff", *revs, "--md").strip() or "No metric changed."
     params = dvc("params", "diff", *revs, "--md").strip() or "No param changed."

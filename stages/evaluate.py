@@ -7,7 +7,7 @@ metrics/eval/variants.json (the headline metrics per variant, for `dvc plots`).
 """
 
 from koraft.cli import run_stage
-from koraft.evaluate import evaluate, variant_rows
+from koraft.evaluate import evaluate, systems, variant_rows
 from koraft.jsonl import read_jsonl, write_json, write_jsonl
 from koraft.params import load_params
 
@@ -22,10 +22,10 @@ def main() -> None:
     write_json(METRICS, metrics)
     write_jsonl(PREDICTIONS, review)
     write_json(VARIANT_PLOT, variant_rows(metrics))
-    for name, values in metrics.items():
-        if isinstance(values, dict) and "f1" in values:
-            print(f"evaluate: {name}: F1 {values['f1']}, EM {values['exact_match']}, ROUGE-L {values['rougeL']}, "
-                  f"chrF {values['chrf']}, BERTScore-F1 {values['bertscore_f1']}, cosine {values['cosine']}")
+    for name in systems(metrics):
+        values = metrics[name]
+        print(f"evaluate: {name}: F1 {values['f1']}, EM {values['exact_match']}, ROUGE-L {values['rougeL']}, "
+              f"chrF {values['chrf']}, BERTScore-F1 {values['bertscore_f1']}, cosine {values['cosine']}")
     confidence = round(metrics["scoring"]["bootstrap"]["confidence"] * 100)
     for label, comparison in metrics["comparisons"].items():
         f1 = comparison["f1"]
