@@ -22,6 +22,7 @@ from koraft.errors import KoraftError, ParamError
 from koraft.hashing import folder_sha256
 from koraft.jsonl import write_json
 from koraft.kd_loss import DIVERGENCES, KDSettings
+from koraft.launch import is_main_process
 from koraft.modeling import load_model, load_tokenizer, torch_dtype
 from koraft.params import check_choice, check_number, section
 from koraft.presets import ResolvedModel, ensure_available, resolve_model
@@ -163,8 +164,8 @@ def logit_softcap(resolved: ResolvedModel) -> float | None:
 
 
 def distill(train_rows: list[dict], val_rows: list[dict], distill_params: dict[str, Any], paths: DistillPaths,
-            train_path: str = "data/split/train.jsonl", callbacks: list | None = None) -> dict[str, Any]:
-    """Distill and save the student; returns the metrics for metrics/distill.json."""
+            train_path: str = "data/split/train.jsonl", callbacks: list | None = None) -> dict[str, Any] | None:
+    """Distill and save the student; returns the metrics for metrics/distill.json on rank 0, else None."""
     settings = check_distill(distill_params)
     teacher_manifest, teacher_resolved = trained_model_info(paths.teacher)
     student_resolved = resolve_model(distill_params["student"], paths.student.tiny_models, key="distill.student")
@@ -222,7 +223,9 @@ def distill(train_rows: list[dict], val_rows: list[dict], distill_params: dict[s
     fitted = fit(student, student_tokenizer, peft, train_samples, val_samples, distill_params, paths.student,
                  [distill_params, teacher_identity, train_set.manifest, val_set.manifest], key="distill",
                  callbacks=callbacks, trainer_class=KDTrainer, trainer_kwargs=trainer_kwargs)
-    after = agreement(fitted.trainer.model, val_set.samples, val_top, vocabulary, batch_size)
+    after = agreement(fitted.trainer.model, val_set.samples, val_top, vocabulary, batch_size)  # every rank: FSDP
+    if not is_main_process():
+        return None
 
     softcap = logit_softcap(teacher_resolved)
     teacher_summary.update(model=teacher_name, adapter=str(paths.teacher), method=teacher_manifest["method"],

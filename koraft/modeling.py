@@ -6,6 +6,7 @@ from typing import Any
 
 from koraft.chat import end_of_turn
 from koraft.errors import KoraftError, ParamError
+from koraft.launch import engine, local_rank
 from koraft.params import reject_unknown_keys
 from koraft.presets import ResolvedModel
 
@@ -77,20 +78,41 @@ def quantization_config(quantization: dict[str, Any], key: str = "train"):
                 **quantization}
     settings["bnb_4bit_compute_dtype"] = torch_dtype(settings.get("bnb_4bit_compute_dtype", "bfloat16"),
                                                      f"{key}.quantization.bnb_4bit_compute_dtype")
+    if "bnb_4bit_quant_storage" in settings:
+        settings["bnb_4bit_quant_storage"] = torch_dtype(settings["bnb_4bit_quant_storage"],
+                                                         f"{key}.quantization.bnb_4bit_quant_storage")
     return BitsAndBytesConfig(**settings)
+
+
+def sharded_quantization(quantization: dict[str, Any], dtype: str, key: str) -> dict[str, Any]:
+    """QLoRA under FSDP or DeepSpeed ZeRO-3, as bitsandbytes' FSDP-QLoRA recipe sets it: the engine
+    shards only float tensors of one dtype, so the 4-bit weights are stored (bnb_4bit_quant_storage)
+    and computed in the model's dtype. In one process or under DDP the uint8 storage stays."""
+    if engine() not in ("fsdp", "deepspeed"):
+        return quantization
+    for name in ("bnb_4bit_quant_storage", "bnb_4bit_compute_dtype"):
+        if quantization.get(name, dtype) != dtype:
+            raise ParamError(f"{key}.quantization.{name}",
+                             f"must equal the model dtype ({dtype}) under {engine()}, which shards the 4-bit "
+                             f"weights only when they are stored and computed in it; got {quantization[name]!r}")
+    return {**quantization, "bnb_4bit_quant_storage": dtype, "bnb_4bit_compute_dtype": dtype}
 
 
 def load_model(resolved: ResolvedModel, quantization: dict[str, Any] | None = None, dtype: str | None = None,
                key: str = "train"):
     """from_pretrained with the family's attention and the preset's dtype; 4-bit when `quantization` is given."""
+    import torch
     from transformers import AutoModelForCausalLM
 
+    dtype = dtype or resolved.dtype
     kwargs: dict[str, Any] = {
         "revision": resolved.revision,
         "trust_remote_code": resolved.trust_remote_code,
         "attn_implementation": resolved.family.attn_implementation,
-        "dtype": torch_dtype(dtype or resolved.dtype, "model.dtype"),
+        "dtype": torch_dtype(dtype, "model.dtype"),
     }
     if quantization is not None:
-        kwargs["quantization_config"] = quantization_config(quantization, key)
+        kwargs["quantization_config"] = quantization_config(sharded_quantization(quantization, dtype, key), key)
+        if engine() == "ddp" and torch.cuda.is_available():
+            kwargs["device_map"] = {"": local_rank()}  # each DDP process holds its own 4-bit copy on its own GPU
     return AutoModelForCausalLM.from_pretrained(resolved.source, **kwargs)

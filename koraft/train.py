@@ -21,6 +21,7 @@ from typing import Any
 from koraft.chat import text_sha256
 from koraft.errors import KoraftError, ParamError
 from koraft.jsonl import write_json
+from koraft.launch import check_launcher, engine, is_main_process, start_process_group, wait_for_everyone
 from koraft.modeling import check_target_modules, load_model, load_tokenizer
 from koraft.params import reject_unknown_keys
 from koraft.presets import FAMILIES, Family, ResolvedModel, ensure_available, resolve_model
@@ -33,7 +34,6 @@ RESERVED_ARGS = {"output_dir", "report_to", "completion_only_loss", "assistant_o
                  "include_num_input_tokens_seen", "eval_strategy", "save_strategy", "use_cpu",
                  "resume_from_checkpoint", "push_to_hub", "hub_token"}
 MANIFEST = "koraft_manifest.json"
-CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt", "rng_state.pth")
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,7 @@ def check_train(train: dict[str, Any], key: str = "train") -> dict[str, Any]:
     max_length = train["args"].get("max_length")
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 8:
         raise ParamError(f"{key}.args.max_length", f"must be an integer >= 8, got {max_length!r}")
+    check_launcher(train, key)
     return train
 
 
@@ -98,6 +99,8 @@ def sft_config(args: dict[str, Any], output_dir: Path, has_eval: bool, early_sto
     }
     if "bf16" not in args:  # mixed precision where the hardware has it; fp32 on CPU
         settings["bf16"] = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if engine() == "fsdp" and args.get("gradient_checkpointing") and "gradient_checkpointing_kwargs" not in args:
+        settings["gradient_checkpointing_kwargs"] = {"use_reentrant": True}  # peft's FSDP(-QLoRA) recipe
     try:
         return SFTConfig(**settings)
     except (TypeError, ValueError) as exc:
@@ -105,9 +108,10 @@ def sft_config(args: dict[str, Any], output_dir: Path, has_eval: bool, early_sto
 
 
 def last_checkpoint(checkpoints: Path) -> Path | None:
-    """The newest checkpoint written to the end; a run killed mid-save leaves one without trainer_state.json."""
+    """The newest checkpoint written to the end: the trainer writes trainer_state.json last, after the
+    optimizer and every process's RNG state (rng_state.pth, or rng_state_<rank>.pth across processes)."""
     complete = [path for path in checkpoints.glob("checkpoint-*")
-                if all((path / name).exists() for name in CHECKPOINT_FILES)]
+                if (path / "trainer_state.json").exists() and any(path.glob("rng_state*.pth"))]
     return max(complete, key=checkpoint_step, default=None)
 
 
@@ -116,12 +120,17 @@ def checkpoint_step(checkpoint: Path) -> int:
 
 
 def prepare_checkpoints(checkpoints: Path, fingerprint: str) -> Path | None:
-    """Keep checkpoints only if they come from the same configuration and data; return the one to resume."""
-    marker = checkpoints / "fingerprint"
-    if checkpoints.exists() and (not marker.exists() or marker.read_text() != fingerprint):
-        shutil.rmtree(checkpoints)
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    marker.write_text(fingerprint)
+    """Keep checkpoints only if they come from the same configuration and data; return the one to resume.
+
+    Rank 0 clears and marks the folder; every process then resumes from the same checkpoint.
+    """
+    if is_main_process():
+        marker = checkpoints / "fingerprint"
+        if checkpoints.exists() and (not marker.exists() or marker.read_text() != fingerprint):
+            shutil.rmtree(checkpoints)
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        marker.write_text(fingerprint)
+    wait_for_everyone()
     return last_checkpoint(checkpoints)
 
 
@@ -167,13 +176,15 @@ def fit(model, tokenizer, peft, train_samples: list[dict], val_samples: list[dic
         trainer_class=None, trainer_kwargs: dict[str, Any] | None = None) -> Fitted:
     """Train with `trainer_class` (SFTTrainer by default), resuming a matching checkpoint; save and plot.
 
-    The caller removes paths.checkpoints once it has summarised the run.
+    Every process calls it (saving is collective under FSDP and ZeRO-3); only rank 0 writes. The
+    caller removes paths.checkpoints once it has summarised the run.
     """
     import torch
     from datasets import Dataset
     from transformers import EarlyStoppingCallback
     from trl import SFTTrainer
 
+    start_process_group()
     patience = section.get("early_stopping_patience", 0)
     has_eval = bool(val_samples)
     config = sft_config(section["args"], paths.checkpoints, has_eval, has_eval and patience > 0, key)
@@ -204,19 +215,23 @@ def fit(model, tokenizer, peft, train_samples: list[dict], val_samples: list[dic
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     runtime = time.perf_counter() - started
 
-    if paths.adapter.exists():
+    if is_main_process() and paths.adapter.exists():
         shutil.rmtree(paths.adapter)
-    trainer.save_model(str(paths.adapter))
-    if peft is not None:
-        sort_target_modules(paths.adapter / "adapter_config.json")
-    write_curves(trainer.state.log_history, paths.plots)
+    if engine() == "fsdp":  # one loadable file, gathered on rank 0, rather than a shard per process
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    trainer.save_model(str(paths.adapter))  # the trainer writes on rank 0 only
+    wait_for_everyone()
+    if is_main_process():
+        if peft is not None:
+            sort_target_modules(paths.adapter / "adapter_config.json")
+        write_curves(trainer.state.log_history, paths.plots)
     return Fitted(trainer, result, runtime, trainer.state.num_input_tokens_seen - tokens_before, resume_from)
 
 
 def train(train_rows: list[dict], val_rows: list[dict], model: dict[str, Any], train_params: dict[str, Any],
           paths: TrainPaths, train_path: str = "data/split/train.jsonl", callbacks: list | None = None
-          ) -> dict[str, Any]:
-    """Train and save; returns the metrics for metrics/train.json."""
+          ) -> dict[str, Any] | None:
+    """Train and save; returns the metrics for metrics/train.json on rank 0, None on the other processes."""
     check_train(train_params)
     resolved = resolve_model(model, paths.tiny_models)
     ensure_available(resolved)
@@ -229,6 +244,8 @@ def train(train_rows: list[dict], val_rows: list[dict], model: dict[str, Any], t
     base = load_model(resolved, train_params["quantization"] if method == "qlora" else None)
     fitted = fit(base, tokenizer, peft, train_set.samples, val_set.samples, train_params, paths,
                  [model, train_params, train_set.manifest, val_set.manifest], callbacks=callbacks)
+    if not is_main_process():
+        return None
     manifest = write_manifest(paths.adapter, resolved, system_prompt, method, tokenizer, train_set, val_set)
     metrics = summarise(fitted, resolved, method, train_set, val_set, manifest, paths.adapter)
     shutil.rmtree(paths.checkpoints)

@@ -3,17 +3,23 @@
     python scripts/sweep.py presets              # queue every entry, run them one at a time, show
     python scripts/sweep.py presets --dry-run    # print the dvc commands only
     python scripts/sweep.py --list               # the sweeps and their entries
+    python scripts/sweep.py presets --workers origin   # one worker command per entry, run nothing here
 
 Each entry is one experiment: `dvc exp run --queue -S key=value ...`. The queue runs with one
 worker (`dvc queue start -j 1`): an experiment trains on the whole machine (its one GPU, or all
 CPU cores), and two at once would only compete for that memory and compute. Nothing here replaces
 DVC: afterwards `dvc exp show`, `dvc exp apply` and `dvc exp branch` work as usual.
+
+With --workers GIT_REMOTE the sweep is spread over machines instead: it prints, per entry, the
+scripts/run_experiment.sh line a worker clone runs (it pushes the result to GIT_REMOTE and the DVC
+remote), and the commands that collect the results here.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -47,6 +53,11 @@ def queue_command(entry: dict) -> list[str]:
     return command
 
 
+def worker_command(entry: dict, remote: str) -> list[str]:
+    """The line a worker runs for one entry: the same -S arguments as the local queue."""
+    return ["bash", "scripts/run_experiment.sh", remote, *queue_command(entry)[4:]]
+
+
 def show_command(entries: list[dict]) -> list[str]:
     swept = [key.replace(".", r"\.") for key in dict.fromkeys(k for entry in entries for k in entry)]
     keep = "|".join(KEY_COLUMNS + [f"(params\\.yaml:)?{key}" for key in swept])
@@ -69,6 +80,7 @@ def main() -> None:
     parser.add_argument("--list", action="store_true")
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--poll", type=float, default=5.0, help="seconds between queue checks")
+    parser.add_argument("--workers", metavar="GIT_REMOTE", help="print the commands for worker machines")
     args = parser.parse_args()
     sweeps = read_sweeps()
     if args.list or not args.name:
@@ -78,6 +90,14 @@ def main() -> None:
     if args.name not in sweeps:
         raise SystemExit(f"{SWEEPS}: no sweep named {args.name!r}; sweeps are {', '.join(sweeps)}")
     entries = sweeps[args.name]
+    if args.workers:
+        print(f"# push this commit to {args.workers} (and `dvc push`), then run one line on each worker clone:")
+        for entry in entries:
+            print(shlex.join(worker_command(entry, args.workers)))
+        print("# then, here:")
+        print(f"dvc exp pull {args.workers}")
+        print(shlex.join(show_command(entries)))
+        return
     commands = [queue_command(entry) for entry in entries] + [["dvc", "queue", "start", "-j", "1"]]
     for command in commands:
         print("$", " ".join(command), flush=True)

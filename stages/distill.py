@@ -2,7 +2,8 @@
 
 Outputs: models/distill/student/ (adapter or full weights, tokenizer, manifest, model card), metrics/distill.json,
 metrics/distill/ (DVCLive curves: total, CE and KD losses). Offline mode reads the teacher stage's
-cache; online mode runs the teacher every step.
+cache; online mode runs the teacher every step. With distill.launcher: accelerate this script
+starts `accelerate launch` on itself (see koraft.launch).
 """
 
 from pathlib import Path
@@ -11,6 +12,7 @@ from koraft.card import write_card
 from koraft.cli import run_stage
 from koraft.distill import DistillPaths, distill
 from koraft.jsonl import read_jsonl, write_json
+from koraft.launch import check_launcher, launched, relaunch
 from koraft.params import load_params, section
 from koraft.train import TrainPaths
 
@@ -19,12 +21,17 @@ VAL = "data/split/val.jsonl"
 METRICS = "metrics/distill.json"
 PATHS = DistillPaths(teacher=Path("models/train/adapter"), cache=Path("data/distill/teacher"),
                      student=TrainPaths(adapter=Path("models/distill/student"),
-                                        checkpoints=Path("models/distill/checkpoints"), plots=Path("metrics/distill")))
+                                        checkpoints=Path("checkpoints/distill"), plots=Path("metrics/distill")))
 
 
 def main() -> None:
     settings = section(load_params(), "distill")
+    if check_launcher(settings, "distill") == "accelerate" and not launched():
+        relaunch(settings, "distill", __file__)
+        return
     metrics = distill(list(read_jsonl(TRAIN)), list(read_jsonl(VAL)), settings, PATHS, TRAIN)
+    if metrics is None:  # not rank 0
+        return
     write_json(METRICS, metrics)
     write_card(PATHS.student.adapter, metrics, settings, TRAIN)
     loss, agreement = metrics["loss"], metrics["agreement"]

@@ -88,30 +88,47 @@ def test_outputs_round_trip_through_a_local_remote_into_a_fresh_clone(tmp_path):
     assert "Data and pipelines are up to date" in run(["dvc", "status"], clone).stdout
 
 
-def test_an_experiment_run_on_a_worker_is_pulled_on_another_machine(tmp_path):
-    """scripts/run_experiment.sh (the GPU workflow's commands) with a local bare repo as the shared remote."""
-    project = make_project(tmp_path / "worker")
-    (project / "scripts").mkdir()
-    shutil.copy2(ROOT / "scripts/run_experiment.sh", project / "scripts/run_experiment.sh")
-    set_param(project, "eval.bootstrap.resamples", 200)
-    run(["git", "add", "-A"], project)
-    commit_short_runs(project, "train", "distill")
+def test_a_sweep_queued_on_one_machine_runs_on_a_worker_and_is_compared_on_the_first(tmp_path):
+    """The coordinator prints a sweep's worker commands; a worker clone runs one with scripts/run_experiment.sh
+    (dvc exp run --pull, dvc exp push); the coordinator pulls it back with its outputs. A local bare git repo
+    and a local-folder DVC remote stand in for the shared ones."""
+    coordinator = make_project(tmp_path / "coordinator")
+    for name in ("scripts/run_experiment.sh", "scripts/sweep.py", "sweeps.yaml"):
+        (coordinator / name).parent.mkdir(exist_ok=True)
+        shutil.copy2(ROOT / name, coordinator / name)
+    set_param(coordinator, "eval.bootstrap.resamples", 200)
+    run(["dvc", "remote", "add", "-d", "store", str(tmp_path / "dvc-store")], coordinator)
+    run(["git", "add", "-A"], coordinator)
+    commit_short_runs(coordinator, "train", "distill")
+    run(["dvc", "repro", "split", "base"], coordinator)  # the shared inputs every experiment starts from
+    run(["dvc", "push"], coordinator)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "data and base models"], coordinator)
     run(["git", "init", "-q", "--bare", str(tmp_path / "shared.git")], tmp_path)
-    run(["git", "remote", "add", "origin", str(tmp_path / "shared.git")], project)
-    run(["git", "push", "-q", "origin", "HEAD"], project)
+    run(["git", "remote", "add", "origin", str(tmp_path / "shared.git")], coordinator)
+    run(["git", "push", "-q", "origin", "HEAD"], coordinator)
+    printed = run(["python", "scripts/sweep.py", "presets", "--workers", "origin"], coordinator).stdout.splitlines()
+    worker_lines = [line for line in printed if line.startswith("bash scripts/run_experiment.sh origin")]
+    assert worker_lines == ["bash scripts/run_experiment.sh origin -S model.preset=tiny-m",
+                            "bash scripts/run_experiment.sh origin -S model.preset=tiny-s"]
 
-    run(["git", "config", "user.name", "worker"], project)  # dvc exp run commits as this identity
-    run(["git", "config", "user.email", "worker@example.com"], project)
-    run(["bash", "scripts/run_experiment.sh", "origin", "-S", "model.preset=tiny-s"], project)
-    listed = run(["dvc", "exp", "list", "origin", "--name-only"], project).stdout.split()
+    worker = tmp_path / "worker"
+    run(["git", "clone", "-q", str(tmp_path / "shared.git"), str(worker)], tmp_path)
+    run(["git", "config", "user.name", "worker"], worker)  # dvc exp run commits as this identity
+    run(["git", "config", "user.email", "worker@example.com"], worker)
+    output = run(worker_lines[1].split(), worker).stdout
+    assert "Running stage 'validate'" not in output and "Running stage 'base'" not in output  # pulled instead
+    assert "Running stage 'train'" in output
+    listed = run(["dvc", "exp", "list", "origin", "--name-only"], worker).stdout.split()
     assert len(listed) == 1
 
-    elsewhere = tmp_path / "laptop"
-    run(["git", "clone", "-q", str(tmp_path / "shared.git"), str(elsewhere)], tmp_path)
-    run(["dvc", "exp", "pull", "--no-cache", "origin", listed[0]], elsewhere)
-    shown = json.loads(run(["dvc", "exp", "show", "--json"], elsewhere).stdout)
+    run(["dvc", "exp", "pull", "origin"], coordinator)  # every experiment of this commit, with its outputs
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], coordinator).stdout)
     experiment = next(exp for baseline in shown for exp in (baseline.get("experiments") or [])
                       if exp["name"] == listed[0])
     data = experiment["revs"][0]["data"]
     assert data["params"]["params.yaml"]["data"]["model"]["preset"] == "tiny-s"
     assert "f1" in data["metrics"]["metrics/eval.json"]["data"]["finetuned"]
+    run(["dvc", "exp", "apply", listed[0]], coordinator)
+    for name in ("models/train/adapter/model.safetensors", "models/distill/student/model.safetensors",
+                 "metrics/eval.json"):
+        assert (coordinator / name).read_bytes() == (worker / name).read_bytes(), name

@@ -13,8 +13,8 @@ import pytest
 import yaml
 from conftest import ROOT, set_dotted
 
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "koraft", "data/raw", "data/predictions", ".dvc/config",
-                 ".dvcignore"]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "koraft", "configs", "data/raw", "data/predictions",
+                 ".dvc/config", ".dvcignore"]
 OUTPUTS = ["data/validated/records.jsonl", "data/validated/rejects.jsonl", "data/raft/raft.jsonl",
            "data/split/train.jsonl", "data/split/val.jsonl", "data/split/test.jsonl",
            "metrics/validate.json", "metrics/raft.json", "metrics/split.json"]
@@ -153,7 +153,7 @@ def test_train_stage_and_a_preset_experiment(reproduced, tmp_path):
     metrics = json.loads((project / "metrics/train.json").read_text())
     assert metrics["model"]["preset"] == "tiny-m" and metrics["steps"] == 3
     assert (project / "metrics/train/plots/metrics/train/loss.tsv").exists()
-    assert not (project / "models/train/checkpoints").exists()
+    assert not (project / "checkpoints/train").exists()
     assert "Data and pipelines are up to date" in run(["dvc", "repro", "train"], project).stdout
 
     run(["dvc", "exp", "run", "train", "-S", "model.preset=tiny-s"], project)  # up to train, not the whole pipeline
