@@ -1,17 +1,19 @@
 """Time the data stages on N synthetic Korean records; print records/s and peak memory per stage.
 
-    python benchmarks/data_stages.py [--records 100000] [--keep DIR]
+    python benchmarks/data_stages.py [--records 100000 [1000000 ...]] [--keep DIR]
 
 Each stage runs as its own process, exactly as `dvc repro` runs it, in a scratch project that
 holds only the synthetic input; peak memory is that process's maximum resident set size.
-Target on the 2-core machine: all stages for 100,000 records in under 3 minutes, under 4 GiB each.
+With several sizes it ends with the largest over the smallest: time should grow about linearly,
+peak memory far slower, since records stream from disk to disk.
+Targets on the 2-core machine: 100,000 records in under 3 minutes and 4 GiB per stage;
+1,000,000 within 24 GiB.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -39,52 +41,83 @@ def write_corpus(path: Path, records: int) -> None:
                 written += 1
 
 
+# Runs a stage script and records its own peak (VmHWM): ru_maxrss would also count the pages this
+# benchmark process held when it forked the child, since Linux carries them over the exec.
+PEAK_WRAPPER = """
+import runpy, sys
+stage, report = sys.argv[1], sys.argv[2]
+sys.argv = [stage]
+try:
+    runpy.run_path(stage, run_name="__main__")
+finally:
+    status = open("/proc/self/status").read()
+    open(report, "w").write(next(l.split()[1] for l in status.splitlines() if l.startswith("VmHWM:")))
+"""
+
+
 def run_stage(project: Path, stage: str) -> tuple[float, float]:
     """Run one stage script; return (seconds, peak RSS in MiB)."""
+    report = project / f".peak-{stage}"
     start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, str(ROOT / "stages" / f"{stage}.py")], cwd=project,
-                               stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
+    result = subprocess.run([sys.executable, "-c", PEAK_WRAPPER, str(ROOT / "stages" / f"{stage}.py"), str(report)],
+                            cwd=project, stdout=subprocess.DEVNULL)
     elapsed = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
+    if result.returncode != 0:
         raise SystemExit(f"stage {stage} failed")
-    return elapsed, usage.ru_maxrss / 1024  # Linux reports KiB
+    return elapsed, int(report.read_text()) / 1024  # VmHWM is in KiB
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--records", type=int, default=100_000)
-    parser.add_argument("--keep", type=Path, help="keep the scratch project here instead of deleting it")
-    args = parser.parse_args()
+STAGES = [("validate", "validate", None), ("raft (random)", "raft", "random"), ("raft (bm25)", "raft", "bm25"),
+          ("split", "split", None)]
 
-    project = args.keep or Path(tempfile.mkdtemp(prefix="koraft-bench-"))
+
+def measure(records: int, keep: Path | None) -> list[tuple[str, float, float]]:
+    """(stage label, seconds, peak MiB) for each data stage on `records` synthetic records."""
+    project = keep or Path(tempfile.mkdtemp(prefix="koraft-bench-"))
     project.mkdir(parents=True, exist_ok=True)
     params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
     params["validate"]["inputs"] = [{"path": "synthetic.jsonl", "format": "jsonl"}]
 
     start = time.perf_counter()
-    write_corpus(project / "synthetic.jsonl", args.records)
+    write_corpus(project / "synthetic.jsonl", records)
     size = (project / "synthetic.jsonl").stat().st_size / 2**20
-    print(f"generated {args.records:,} records ({size:.0f} MiB) in {time.perf_counter() - start:.1f}s")
+    print(f"\ngenerated {records:,} records ({size:.0f} MiB) in {time.perf_counter() - start:.1f}s", flush=True)
 
     rows = []
-    for label, stage, source in [("validate", "validate", None), ("raft (random)", "raft", "random"),
-                                 ("raft (bm25)", "raft", "bm25"), ("split", "split", None)]:
+    for label, stage, source in STAGES:
         if source:
             params["raft"]["distractor_source"] = source
         (project / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
         seconds, peak = run_stage(project, stage)
         rows.append((label, seconds, peak))
+        print(f"  {label}: {seconds:.1f}s, {peak:.0f} MiB", flush=True)
 
     print(f"\n{'stage':<16}{'seconds':>10}{'records/s':>12}{'peak MiB':>10}")
     for label, seconds, peak in rows:
-        print(f"{label:<16}{seconds:>10.1f}{args.records / seconds:>12,.0f}{peak:>10.0f}")
+        print(f"{label:<16}{seconds:>10.1f}{records / seconds:>12,.0f}{peak:>10.0f}")
     total = sum(seconds for _, seconds, _ in rows)
     print(f"{'all four':<16}{total:>10.1f}{'':>12}{max(peak for *_, peak in rows):>10.0f}")
     validate = json.loads((project / "metrics/validate.json").read_text())
-    print(f"\n{validate['kept']:,} kept, {validate['rejected']:,} rejected, {validate['documents']:,} documents")
-    if not args.keep:
+    print(f"{validate['kept']:,} kept, {validate['rejected']:,} rejected, {validate['documents']:,} documents")
+    if not keep:
         shutil.rmtree(project)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--records", type=int, nargs="+", default=[100_000])
+    parser.add_argument("--keep", type=Path, help="keep the scratch project here (one size only)")
+    args = parser.parse_args()
+    if args.keep and len(args.records) > 1:
+        raise SystemExit("--keep takes one --records size")
+    results = {records: measure(records, args.keep) for records in args.records}
+    if len(results) > 1:
+        small, large = min(results), max(results)
+        print(f"\n{large:,} vs {small:,} records ({large / small:.0f}x the input):")
+        print(f"{'stage':<16}{'time x':>10}{'peak x':>10}")
+        for (label, s_small, p_small), (_, s_large, p_large) in zip(results[small], results[large], strict=True):
+            print(f"{label:<16}{s_large / s_small:>10.1f}{p_large / p_small:>10.2f}")
 
 
 if __name__ == "__main__":

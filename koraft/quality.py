@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from array import array
+from collections import Counter
 from itertools import permutations
 from typing import Any
 
@@ -14,65 +16,97 @@ from koraft.prompts import completion, user_message
 from koraft.split import assign_split
 
 
+def split_of_row(row: dict[str, Any], number: int, split: dict[str, Any], path: str) -> str:
+    """The row's split, checked against the doc_id hash bucket of the current params."""
+    expected = assign_split(row["doc_id"], split["ratios"], split["seed"])
+    if row.get("split") != expected:
+        raise KoraftError(
+            f"{path}:{number}: record {row['id']} is in split {row.get('split')!r} but split params put "
+            f"its document in {expected!r}; rerun the raft stage (dvc repro)"
+        )
+    return expected
+
+
 def split_rows(rows: list[dict[str, Any]], split: dict[str, Any], path: str) -> dict[str, list[dict[str, Any]]]:
     """Group RAFT rows by split, checking each against the doc_id hash bucket of the current params."""
     by_split: dict[str, list[dict[str, Any]]] = {name: [] for name in SPLITS}
     for number, row in enumerate(rows, start=1):
-        expected = assign_split(row["doc_id"], split["ratios"], split["seed"])
-        if row.get("split") != expected:
-            raise KoraftError(
-                f"{path}:{number}: record {row['id']} is in split {row.get('split')!r} but split params put "
-                f"its document in {expected!r}; rerun the raft stage (dvc repro)"
-            )
-        by_split[expected].append(row)
+        by_split[split_of_row(row, number, split, path)].append(row)
     return by_split
+
+
+class QualityReport:
+    """The split stage's statistics, fed one row at a time: memory holds ids, hashes and lengths, not rows."""
+
+    def __init__(self) -> None:
+        self.counts: Counter = Counter()
+        self.documents: dict[str, set[str]] = {name: set() for name in SPLITS}  # golden doc ids
+        self.distractors: dict[str, set[str]] = {name: set() for name in SPLITS}
+        self.texts: dict[str, set[str]] = {name: set() for name in SPLITS}  # hashes of every document shown
+        self.lengths = {name: {"prompt": array("q"), "completion": array("q")} for name in SPLITS}
+
+    def add(self, row: dict[str, Any], name: str) -> None:
+        self.counts[("records", name)] += 1
+        self.counts[("with_cot", name)] += bool(row["cot"])
+        if row["oracle_included"]:
+            self.counts[("golden", name)] += 1
+            self.counts[("answer_found", name)] += row["answer"] in row["documents"][row["oracle_index"]]
+        self.documents[name].add(row["doc_id"])
+        self.distractors[name].update(row["distractor_doc_ids"])
+        self.texts[name].update(text_hash(text) for text in row["documents"])
+        self.lengths[name]["prompt"].append(len(user_message(row)))
+        self.lengths[name]["completion"].append(len(completion(row)))
+
+    def leakage(self) -> dict[str, int]:
+        """Documents seen in more than one split, counted per kind; all must be 0."""
+        golden_shared, distractor_shared, text_shared = set(), set(), set()
+        for a, b in permutations(SPLITS, 2):
+            golden_shared |= self.documents[a] & self.documents[b]
+            distractor_shared |= self.distractors[a] & (self.documents[b] | self.distractors[b])
+            text_shared |= self.texts[a] & self.texts[b]
+        return {
+            "golden_docs_shared": len(golden_shared),
+            "distractor_docs_shared": len(distractor_shared),
+            "document_texts_shared": len(text_shared),
+        }
+
+    def report(self) -> dict[str, Any]:
+        count = self.counts
+        report: dict[str, Any] = {
+            "records": {name: count[("records", name)] for name in SPLITS},
+            "documents": {name: len(self.documents[name]) for name in SPLITS},
+            "golden_included_share": {name: round(count[("golden", name)] / max(count[("records", name)], 1), 4)
+                                      for name in SPLITS},
+            "with_cot": {name: count[("with_cot", name)] for name in SPLITS},
+            "answer_in_golden_share": {name: round(count[("answer_found", name)] / max(count[("golden", name)], 1), 4)
+                                       for name in SPLITS},
+        }
+        report["lengths"] = {"unit": "characters", **{
+            name: {kind: length_stats(values) for kind, values in self.lengths[name].items()} for name in SPLITS}}
+        report["leakage"] = self.leakage()
+        return report
+
+
+def quality_report(by_split: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    return _fed(by_split).report()
 
 
 def leakage(by_split: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
     """Documents seen in more than one split, counted per kind; all must be 0."""
-    golden = {name: {row["doc_id"] for row in rows} for name, rows in by_split.items()}
-    distractor = {
-        name: {doc for row in rows for doc in row["distractor_doc_ids"]} for name, rows in by_split.items()
-    }
-    texts = {name: {text_hash(t) for row in rows for t in row["documents"]} for name, rows in by_split.items()}
-    golden_shared, distractor_shared, text_shared = set(), set(), set()
-    for a, b in permutations(SPLITS, 2):
-        golden_shared |= golden[a] & golden[b]
-        distractor_shared |= distractor[a] & (golden[b] | distractor[b])
-        text_shared |= texts[a] & texts[b]
-    return {
-        "golden_docs_shared": len(golden_shared),
-        "distractor_docs_shared": len(distractor_shared),
-        "document_texts_shared": len(text_shared),
-    }
+    return _fed(by_split).leakage()
 
 
-def length_stats(values: list[int]) -> dict[str, float]:
-    if not values:
-        return {"mean": 0.0, "p95": 0.0, "max": 0}
-    array = np.asarray(values)
-    return {"mean": round(float(array.mean()), 2), "p95": round(float(np.percentile(array, 95)), 2),
-            "max": int(array.max())}
-
-
-def quality_report(by_split: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    report: dict[str, Any] = {"records": {}, "documents": {}, "golden_included_share": {}, "with_cot": {},
-                              "answer_in_golden_share": {}}
-    lengths: dict[str, Any] = {"unit": "characters"}
+def _fed(by_split: dict[str, list[dict[str, Any]]]) -> QualityReport:
+    report = QualityReport()
     for name, rows in by_split.items():
-        count = max(len(rows), 1)
-        report["records"][name] = len(rows)
-        report["documents"][name] = len({row["doc_id"] for row in rows})
-        report["golden_included_share"][name] = round(sum(r["oracle_included"] for r in rows) / count, 4)
-        report["with_cot"][name] = sum(1 for row in rows if row["cot"])
-        with_golden = [row for row in rows if row["oracle_included"]]
-        found = sum(row["answer"] in row["documents"][row["oracle_index"]] for row in with_golden)
-        report["answer_in_golden_share"][name] = round(found / max(len(with_golden), 1), 4)
-        lengths[name] = {
-            "prompt": length_stats([len(user_message(row)) for row in rows]),
-            "completion": length_stats([len(completion(row)) for row in rows]),
-        }
-    report["lengths"] = lengths
-    report["leakage"] = leakage(by_split)
+        for row in rows:
+            report.add(row, name)
     return report
 
+
+def length_stats(values) -> dict[str, float]:
+    if not len(values):
+        return {"mean": 0.0, "p95": 0.0, "max": 0}
+    array_ = np.asarray(values)
+    return {"mean": round(float(array_.mean()), 2), "p95": round(float(np.percentile(array_, 95)), 2),
+            "max": int(array_.max())}

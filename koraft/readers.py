@@ -9,7 +9,6 @@ per-field rejection instead of failing the whole file.
 from __future__ import annotations
 
 import csv
-import io
 import itertools
 import json
 import sys
@@ -57,38 +56,57 @@ def infer_format(path: str) -> str:
 
 
 def read_records(spec: InputSpec) -> Iterator[RawRecord]:
-    """Yield every raw record of one input file, in file order."""
-    text = _read_text(spec.path)
+    """Yield every raw record of one input file, in file order.
+
+    JSONL, CSV and TSV stream line by line, in memory bounded by the longest record. A JSON array
+    or a SQuAD file is one JSON document, so it is read whole: convert large corpora to JSONL.
+    """
     if spec.format == "jsonl":
-        yield from _map_objects(spec, _jsonl_objects(spec.path, text))
+        yield from _map_objects(spec, _jsonl_objects(spec.path))
     elif spec.format == "json":
-        yield from _map_objects(spec, _json_array_objects(spec.path, text))
+        yield from _map_objects(spec, _json_array_objects(spec.path, _read_text(spec.path)))
     elif spec.format in ("csv", "tsv"):
-        yield from _delimited(spec, text)
+        yield from _delimited(spec)
     elif spec.format == "squad":
-        yield from _squad(spec.path, text)
+        yield from _squad(spec.path, _read_text(spec.path))
     elif spec.format == "gorilla":
-        objects = _jsonl_objects if spec.path.endswith(".jsonl") else _json_array_objects
-        yield from _gorilla(spec, objects(spec.path, text))
+        if spec.path.endswith(".jsonl"):
+            yield from _gorilla(spec, _jsonl_objects(spec.path))
+        else:
+            yield from _gorilla(spec, _json_array_objects(spec.path, _read_text(spec.path)))
     else:
         raise InputError(spec.path, f"unknown format '{spec.format}'; use one of {', '.join(FORMATS)}")
 
 
-def _read_text(path: str) -> str:
+def _open(path: str, **text_mode):
+    """The file, binary or (with keyword arguments) text; a missing or unreadable file is an InputError."""
     try:
-        data = Path(path).read_bytes()
+        return open(path, "r" if text_mode else "rb", **text_mode)
     except FileNotFoundError:
         raise InputError(path, "file not found") from None
     except OSError as exc:
         raise InputError(path, f"cannot read: {exc.strerror}") from None
+
+
+def _read_text(path: str) -> str:
+    with _open(path) as handle:
+        data = handle.read()
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     return data.decode("utf-8", errors="surrogateescape")
 
 
-def _jsonl_objects(path: str, text: str) -> Iterator[tuple[str, Any, tuple[str, str] | None]]:
-    for number, line in enumerate(text.split("\n"), start=1):
-        line = line.rstrip("\r")
+def _lines(path: str) -> Iterator[tuple[int, str]]:
+    """(line number, line without its end) one at a time; a UTF-8 BOM on the first line is dropped."""
+    with _open(path) as handle:
+        for number, raw in enumerate(handle, start=1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            yield number, raw.decode("utf-8", errors="surrogateescape").rstrip("\n").rstrip("\r")
+
+
+def _jsonl_objects(path: str) -> Iterator[tuple[str, Any, tuple[str, str] | None]]:
+    for number, line in _lines(path):
         if not line.strip():
             continue
         source = f"{path}:{number}"
@@ -150,10 +168,15 @@ def _map_objects(spec: InputSpec, objects: Iterator) -> Iterator[RawRecord]:
         yield RawRecord(source, fields)
 
 
-def _delimited(spec: InputSpec, text: str) -> Iterator[RawRecord]:
+def _delimited(spec: InputSpec) -> Iterator[RawRecord]:
+    with _open(spec.path, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
+        yield from _delimited_rows(spec, handle)
+
+
+def _delimited_rows(spec: InputSpec, handle) -> Iterator[RawRecord]:
     csv.field_size_limit(sys.maxsize)  # length bounds are ours to enforce, with a clear reason
     options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if spec.format == "tsv" else {}
-    reader = csv.reader(io.StringIO(text, newline=""), **options)
+    reader = csv.reader(handle, **options)
     try:
         header = next(reader, None)
     except csv.Error as exc:

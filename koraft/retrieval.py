@@ -1,12 +1,14 @@
 """BM25 over Kiwi morphemes (koraft.morphemes), for hard-negative distractors.
 
-The index is a sparse matrix, and queries are scored in chunks, so memory stays bounded by the
-chunk size.
+The index is a sparse matrix built while the documents stream in, and queries are scored in
+chunks, so memory holds term counts, never the documents' token lists.
 """
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter
+from collections.abc import Iterable
 
 import numpy as np
 from scipy import sparse
@@ -17,16 +19,20 @@ _QUERY_CHUNK = 256
 class BM25Index:
     """Okapi BM25 with Lucene's non-negative idf."""
 
-    def __init__(self, documents: list[list[str]], k1: float, b: float) -> None:
+    def __init__(self, documents: Iterable[list[str]], k1: float, b: float) -> None:
+        """`documents` may be a generator: each one's term counts go into compact arrays as it comes."""
         self.vocabulary: dict[str, int] = {}
-        rows, cols, counts = [], [], []
+        rows, cols, counts = array("q"), array("q"), array("f")
+        size = 0
         for row, tokens in enumerate(documents):
+            size = row + 1
             for term, count in Counter(tokens).items():
                 rows.append(row)
                 cols.append(self.vocabulary.setdefault(term, len(self.vocabulary)))
                 counts.append(count)
-        shape = (len(documents), max(len(self.vocabulary), 1))
-        tf = sparse.csr_matrix((np.array(counts, np.float32), (rows, cols)), shape=shape)
+        shape = (size, max(len(self.vocabulary), 1))
+        tf = sparse.csr_matrix((np.frombuffer(counts, np.float32),
+                                (np.frombuffer(rows, np.int64), np.frombuffer(cols, np.int64))), shape=shape)
         doc_freq = np.bincount(tf.indices, minlength=shape[1])
         idf = np.log1p((shape[0] - doc_freq + 0.5) / (doc_freq + 0.5)).astype(np.float32)
         lengths = np.asarray(tf.sum(axis=1)).ravel()

@@ -1,17 +1,22 @@
 """The validate stage's logic: raw files -> normalized records with doc ids, plus rejects.
 
 Every raw record ends in exactly one of the two outputs, and the metrics prove it:
-raw == kept + rejected, per file and in total.
+raw == kept + rejected, per file and in total. Records stream from the inputs to the outputs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from koraft.neardup import group_documents
+from koraft.jsonl import read_jsonl
+from koraft.neardup import DocumentGrouper, text_hash
 from koraft.readers import InputSpec, read_records
 from koraft.schema import TEXT_FIELDS, Record, Reject, check_record
 
@@ -23,86 +28,118 @@ class ValidationResult:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def content_key(record: Record) -> str:
+def content_key(record: Record) -> bytes:
     """Exact-duplicate key: the cleaned question, context and answer (the chain of thought is extra)."""
     joined = "\x1f".join((record.question, record.context, record.answer))
-    return hashlib.sha1(joined.encode("utf-8")).hexdigest()
+    return hashlib.sha1(joined.encode("utf-8")).digest()
 
 
-def validate_inputs(specs: list[InputSpec], lengths: dict[str, list[int]], near: dict[str, Any]) -> ValidationResult:
-    result = ValidationResult()
-    kept: list[Record] = []
-    first_source_by_key: dict[str, str] = {}
-    first_source_by_id: dict[str, str] = {}
+def validate_to_files(specs: list[InputSpec], lengths: dict[str, list[int]], near: dict[str, Any],
+                      records_path: str | Path, rejects_path: str | Path) -> dict[str, Any]:
+    """Stream every raw record to the records or the rejects file; returns the metrics.
+
+    Pass 1 reads the inputs once, writes rejects as they come and kept records (still without
+    doc ids) to a scratch file, and keeps only what deduplication and grouping need: a digest and
+    source per kept record, a MinHash signature per distinct document. Pass 2 copies the scratch
+    file to records_path with each record's doc id. Memory does not hold the texts.
+    """
+    records_path, rejects_path = Path(records_path), Path(rejects_path)
+    records_path.parent.mkdir(parents=True, exist_ok=True)
+    rejects_path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = records_path.with_name(records_path.name + ".partial")
+    grouper = DocumentGrouper(near["threshold"], near["shingle_size"], near["num_perm"], near["bands"])
+    first_by_key: dict[bytes, int] = {}  # content digest -> position of the first such record in the scratch file
+    first_by_id: dict[str, int] = {}
     per_file: dict[str, Counter] = {}
     reasons: Counter = Counter()
-    changed_by_cleanup = 0
+    changed_by_cleanup = with_cot = kept = 0
 
-    for spec in specs:
-        counts = per_file.setdefault(spec.path, Counter())
-        for raw in read_records(spec):
-            counts["raw"] += 1
-            outcome = check_record(raw, lengths, spec.id_prefix)
-            if isinstance(outcome, Record):
-                outcome = _deduplicate(outcome, raw.fields, first_source_by_key, first_source_by_id)
-            if isinstance(outcome, Reject):
-                counts["rejected"] += 1
-                reasons[outcome.reason] += 1
-                result.rejects.append(outcome.to_json())
-                continue
-            counts["kept"] += 1
-            kept.append(outcome)
-            changed_by_cleanup += any(
-                raw.fields.get(name) not in (None, getattr(outcome, name)) for name in TEXT_FIELDS
-            )
+    with open(rejects_path, "w", encoding="utf-8", newline="\n") as rejects, \
+            open(scratch, "w", encoding="utf-8", newline="\n") as pending:
+        sources = _KeptSources(pending)
+        for spec in specs:
+            counts = per_file.setdefault(spec.path, Counter())
+            for raw in read_records(spec):
+                counts["raw"] += 1
+                outcome = check_record(raw, lengths, spec.id_prefix)
+                if isinstance(outcome, Record):
+                    outcome = _deduplicate(outcome, raw.fields, first_by_key, first_by_id, sources)
+                if isinstance(outcome, Reject):
+                    counts["rejected"] += 1
+                    reasons[outcome.reason] += 1
+                    rejects.write(json.dumps(outcome.to_json(), ensure_ascii=False) + "\n")
+                    continue
+                counts["kept"] += 1
+                kept += 1
+                with_cot += outcome.cot is not None
+                changed_by_cleanup += any(
+                    raw.fields.get(name) not in (None, getattr(outcome, name)) for name in TEXT_FIELDS
+                )
+                grouper.add(outcome.context)
+                pending.write(json.dumps(dataclasses.astuple(outcome), ensure_ascii=False) + "\n")
 
-    doc_ids = group_documents(
-        (record.context for record in kept),
-        threshold=near["threshold"],
-        shingle_size=near["shingle_size"],
-        num_perm=near["num_perm"],
-        bands=near["bands"],
-    )
-    for record in kept:
-        result.records.append({
-            "id": record.id,
-            "question": record.question,
-            "context": record.context,
-            "doc_id": doc_ids[record.context],
-            "answer": record.answer,
-            "cot": record.cot,
-            "source": record.source,
-        })
+    doc_ids = grouper.group_ids()
+    with open(scratch, encoding="utf-8") as pending, \
+            open(records_path, "w", encoding="utf-8", newline="\n") as records:
+        for line in pending:
+            record_id, question, context, answer, cot, source = json.loads(line)
+            records.write(json.dumps({"id": record_id, "question": question, "context": context,
+                                      "doc_id": doc_ids[text_hash(context)], "answer": answer, "cot": cot,
+                                      "source": source}, ensure_ascii=False) + "\n")
+    scratch.unlink()
 
     raw_total = sum(c["raw"] for c in per_file.values())
-    if raw_total != len(result.records) + len(result.rejects):
+    rejected = sum(reasons.values())
+    if raw_total != kept + rejected:
         raise AssertionError("validate lost records: raw count != kept + rejected")  # a bug, never input
-    distinct_texts = len(doc_ids)
     groups = len(set(doc_ids.values()))
-    result.metrics = {
+    return {
         "raw": raw_total,
-        "kept": len(result.records),
-        "rejected": len(result.rejects),
+        "kept": kept,
+        "rejected": rejected,
         "rejected_by_reason": dict(sorted(reasons.items())),
         "files": {path: {k: c[k] for k in ("raw", "kept", "rejected")} for path, c in per_file.items()},
         "changed_by_cleanup": changed_by_cleanup,
-        "with_cot": sum(record.cot is not None for record in kept),
+        "with_cot": with_cot,
         "documents": groups,
-        "near_duplicate_texts_merged": distinct_texts - groups,
+        "near_duplicate_texts_merged": len(doc_ids) - groups,
     }
-    return result
 
 
-def _deduplicate(
-    record: Record, raw_fields: dict[str, Any], by_key: dict[str, str], by_id: dict[str, str]
-) -> Record | Reject:
+def validate_inputs(specs: list[InputSpec], lengths: dict[str, list[int]], near: dict[str, Any]) -> ValidationResult:
+    """validate_to_files, with the records and rejects read back into memory (small inputs, tests)."""
+    with tempfile.TemporaryDirectory(prefix="koraft-validate-") as scratch:
+        records, rejects = Path(scratch) / "records.jsonl", Path(scratch) / "rejects.jsonl"
+        metrics = validate_to_files(specs, lengths, near, records, rejects)
+        return ValidationResult(list(read_jsonl(records)), list(read_jsonl(rejects)), metrics)
+
+
+class _KeptSources:
+    """The source of each kept record, found by its position in the scratch file rather than held in memory:
+    duplicates are rare, so their detail can afford a read."""
+
+    def __init__(self, pending) -> None:
+        self.pending = pending
+
+    def position(self) -> int:
+        return self.pending.tell()
+
+    def __getitem__(self, position: int) -> str:
+        self.pending.flush()
+        with open(self.pending.name, "rb") as handle:
+            handle.seek(position)
+            return json.loads(handle.readline())[-1]
+
+
+def _deduplicate(record: Record, raw_fields: dict[str, Any], by_key: dict[bytes, int], by_id: dict[str, int],
+                 sources: _KeptSources) -> Record | Reject:
     key = content_key(record)
     if key in by_key:
-        detail = f"same question, context and answer as {by_key[key]}"
+        detail = f"same question, context and answer as {sources[by_key[key]]}"
         return Reject(record.source, "duplicate", None, detail, raw_fields)
-    record_id = record.id or f"q-{key[:16]}"
+    record_id = record.id or f"q-{key.hex()[:16]}"
     if record_id in by_id:
-        detail = f"id {record_id!r} already used by {by_id[record_id]} (set id_prefix for this input)"
+        detail = f"id {record_id!r} already used by {sources[by_id[record_id]]} (set id_prefix for this input)"
         return Reject(record.source, "duplicate_id", "id", detail, raw_fields)
-    by_key[key] = by_id[record_id] = record.source
+    by_key[key] = by_id[record_id] = sources.position()  # the caller writes the record there next
     return Record(record_id, record.question, record.context, record.answer, record.cot, record.source)

@@ -1,13 +1,17 @@
 """split: RAFT records -> train/val/test by doc_id, with leakage checks and a quality report.
 
-Outputs: data/split/{train,val,test}.jsonl, metrics/split.json
+Outputs: data/split/{train,val,test}.jsonl, metrics/split.json. Rows stream from the raft output
+to the three files; the report keeps ids, hashes and lengths only.
 """
+
+import json
+from pathlib import Path
 
 from koraft.cli import run_stage
 from koraft.errors import KoraftError
-from koraft.jsonl import read_jsonl, write_json, write_jsonl
-from koraft.params import check_split, load_params
-from koraft.quality import quality_report, split_rows
+from koraft.jsonl import read_jsonl, write_json
+from koraft.params import SPLITS, check_split, load_params
+from koraft.quality import QualityReport, split_of_row
 
 RAFT = "data/raft/raft.jsonl"
 OUTPUT = "data/split/{}.jsonl"
@@ -16,15 +20,26 @@ METRICS = "metrics/split.json"
 
 def main() -> None:
     split = check_split(load_params())
-    by_split = split_rows(list(read_jsonl(RAFT)), split, RAFT)
-    report = quality_report(by_split)
+    quality = QualityReport()
+    paths = {name: Path(OUTPUT.format(name)) for name in SPLITS}
+    paths["train"].parent.mkdir(parents=True, exist_ok=True)
+    outputs = {name: open(path, "w", encoding="utf-8", newline="\n") for name, path in paths.items()}
+    try:
+        for number, row in enumerate(read_jsonl(RAFT), start=1):
+            name = split_of_row(row, number, split, RAFT)
+            outputs[name].write(json.dumps(row, ensure_ascii=False) + "\n")
+            quality.add(row, name)
+    finally:
+        for handle in outputs.values():
+            handle.close()
+    report = quality.report()
     leaks = {kind: count for kind, count in report["leakage"].items() if count}
     if leaks:
+        for path in paths.values():
+            path.unlink()
         raise KoraftError(f"documents shared between splits {leaks}: the raft output is inconsistent")
-    for name, rows in by_split.items():
-        write_jsonl(OUTPUT.format(name), rows)
     write_json(METRICS, report)
-    print(f"split: {report['records']} records, leakage {report['leakage']}")
+    print(f"split: {sum(report['records'].values())} records, leakage {report['leakage']}")
 
 
 if __name__ == "__main__":

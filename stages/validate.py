@@ -4,9 +4,9 @@ Outputs: data/validated/records.jsonl, data/validated/rejects.jsonl, metrics/val
 """
 
 from koraft.cli import run_stage
-from koraft.jsonl import write_json, write_jsonl
+from koraft.jsonl import write_json
 from koraft.params import check_validate, load_params
-from koraft.validation import validate_inputs
+from koraft.validation import validate_to_files
 
 RECORDS = "data/validated/records.jsonl"
 REJECTS = "data/validated/rejects.jsonl"
@@ -15,11 +15,8 @@ METRICS = "metrics/validate.json"
 
 def main() -> None:
     validate, specs = check_validate(load_params())
-    result = validate_inputs(specs, validate["lengths"], validate["near_duplicates"])
-    write_jsonl(RECORDS, result.records)
-    write_jsonl(REJECTS, result.rejects)
-    write_json(METRICS, result.metrics)
-    m = result.metrics
+    m = validate_to_files(specs, validate["lengths"], validate["near_duplicates"], RECORDS, REJECTS)
+    write_json(METRICS, m)
     print(f"validate: {m['raw']} raw records -> {m['kept']} kept, {m['rejected']} rejected "
           f"{m['rejected_by_reason']}; {m['documents']} documents")
 

@@ -9,7 +9,8 @@ from conftest import synthetic_records
 
 from koraft.errors import KoraftError
 from koraft.morphemes import MorphemeTokenizer
-from koraft.raft import build_raft, document_texts
+from koraft.neardup import text_hash
+from koraft.raft import build_raft
 from koraft.retrieval import BM25Index
 from koraft.split import assign_split
 
@@ -23,7 +24,9 @@ def records(tmp_path_factory, validate_params):
 def test_raft_invariants(records, raft_params, split_params, source):
     raft = {**raft_params, "distractor_source": source, "num_distractors": 4}
     rows, metrics = build_raft(records, raft, split_params, seed=7)
-    texts = document_texts(records)
+    texts = {}  # one text per doc_id: the member with the smallest content hash
+    for record in sorted(records, key=lambda r: text_hash(r["context"]), reverse=True):
+        texts[record["doc_id"]] = record["context"]
     assert len(rows) == len(records) == metrics["records"]
     by_id = {r["id"]: r for r in records}
     for row in rows:
