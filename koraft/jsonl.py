@@ -10,6 +10,11 @@ from typing import Any
 from koraft.errors import InputError
 
 
+def jsonl_line(value: Any) -> str:
+    """One compact JSON line (UTF-8, Hangul unescaped): the format of every JSONL koraft writes."""
+    return json.dumps(value, ensure_ascii=False) + "\n"
+
+
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
     """Write one compact JSON object per line (UTF-8, Hangul unescaped); returns the row count."""
     path = Path(path)
@@ -17,7 +22,7 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
     count = 0
     with path.open("w", encoding="utf-8", newline="\n") as handle:
         for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            handle.write(jsonl_line(row))
             count += 1
     return count
 

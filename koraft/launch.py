@@ -106,6 +106,15 @@ def launch_command(settings: dict[str, Any], script: str) -> list[str]:
     return [*command, script]
 
 
+def launched_elsewhere(settings: dict[str, Any], key: str, script: str) -> bool:
+    """With launcher: accelerate, outside a launched process: run `script` under accelerate launch and
+    return True (the stage is done). Otherwise False: this process trains."""
+    if check_launcher(settings, key) != "accelerate" or launched():
+        return False
+    relaunch(settings, key, script)
+    return True
+
+
 def relaunch(settings: dict[str, Any], key: str, script: str) -> None:
     """Run the stage script under `accelerate launch` and wait; a failed rank fails the stage."""
     import torch

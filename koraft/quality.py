@@ -107,6 +107,6 @@ def _fed(by_split: dict[str, list[dict[str, Any]]]) -> QualityReport:
 def length_stats(values) -> dict[str, float]:
     if not len(values):
         return {"mean": 0.0, "p95": 0.0, "max": 0}
-    array_ = np.asarray(values)
-    return {"mean": round(float(array_.mean()), 2), "p95": round(float(np.percentile(array_, 95)), 2),
-            "max": int(array_.max())}
+    data = np.asarray(values)
+    return {"mean": round(float(data.mean()), 2), "p95": round(float(np.percentile(data, 95)), 2),
+            "max": int(data.max())}

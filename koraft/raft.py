@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from koraft.errors import KoraftError
-from koraft.jsonl import read_jsonl, write_jsonl
+from koraft.jsonl import jsonl_line, read_jsonl, write_jsonl
 from koraft.neardup import text_hash
 from koraft.params import SPLITS
 from koraft.split import assign_split
@@ -48,9 +48,6 @@ class DocumentStore:
     def __iter__(self):
         return iter(self._spans)
 
-    def __len__(self) -> int:
-        return len(self._spans)
-
     def close(self) -> None:
         if isinstance(self._map, mmap.mmap):
             self._map.close()
@@ -58,14 +55,17 @@ class DocumentStore:
         self.path.unlink(missing_ok=True)
 
 
-def document_store(records_path: str | Path, scratch: Path) -> DocumentStore:
-    """One text per doc_id: the group member with the smallest content hash (order-independent)."""
+def document_store(records_path: str | Path, scratch: Path) -> tuple[DocumentStore, Counter]:
+    """One text per doc_id: the group member with the smallest content hash (order-independent);
+    and the number of records of each doc_id."""
     best: dict[str, tuple[str, int]] = {}  # doc_id -> (content hash, offset of a record holding that text)
+    records_per_doc: Counter = Counter()
     with open(records_path, "rb") as handle:
         offset = 0
         for raw in handle:
             if raw.strip():
                 record = json.loads(raw)
+                records_per_doc[record["doc_id"]] += 1
                 candidate = (text_hash(record["context"]), offset)
                 current = best.get(record["doc_id"])
                 if current is None or candidate[0] < current[0]:
@@ -75,7 +75,7 @@ def document_store(records_path: str | Path, scratch: Path) -> DocumentStore:
         for doc_id, (_, where) in sorted(best.items(), key=lambda item: item[1][1]):
             handle.seek(where)
             store.add(doc_id, json.loads(handle.readline())["context"])
-    return store
+    return store, records_per_doc
 
 
 def write_raft(records_path: str | Path, raft_path: str | Path, raft: dict[str, Any], split: dict[str, Any],
@@ -87,11 +87,13 @@ def write_raft(records_path: str | Path, raft_path: str | Path, raft: dict[str, 
     """
     raft_path = Path(raft_path)
     raft_path.parent.mkdir(parents=True, exist_ok=True)
-    texts = document_store(records_path, raft_path.with_name(raft_path.name + ".documents"))
+    texts, records_per_doc = document_store(records_path, raft_path.with_name(raft_path.name + ".documents"))
     try:
         split_of = {doc_id: assign_split(doc_id, split["ratios"], split["seed"]) for doc_id in texts}
         docs_by_split = {name: sorted(d for d in texts if split_of[d] == name) for name in SPLITS}
-        records_per_split = Counter(split_of[record["doc_id"]] for record in read_jsonl(records_path))
+        records_per_split = Counter()
+        for doc_id, count in records_per_doc.items():
+            records_per_split[split_of[doc_id]] += count
         num = raft["num_distractors"]
         needed = num + 1 if raft["p_golden"] == 1 else num + 2  # a record without its golden doc shows num + 1
         for name in SPLITS:
@@ -118,7 +120,7 @@ def write_raft(records_path: str | Path, raft_path: str | Path, raft: dict[str, 
                     chosen += _random_distractors(rng, pool, exclude={record["doc_id"], *chosen},
                                                   count=count - len(chosen))
                     row = _raft_row(record, chosen, texts, keep_golden, raft, rng, name)
-                    out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    out.write(jsonl_line(row))
                     _count(counts, row)
     finally:
         texts.close()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from koraft.jsonl import read_jsonl
+from koraft.jsonl import jsonl_line, read_jsonl
 from koraft.neardup import DocumentGrouper, text_hash
 from koraft.readers import InputSpec, read_records
 from koraft.schema import TEXT_FIELDS, Record, Reject, check_record
@@ -67,7 +67,7 @@ def validate_to_files(specs: list[InputSpec], lengths: dict[str, list[int]], nea
                 if isinstance(outcome, Reject):
                     counts["rejected"] += 1
                     reasons[outcome.reason] += 1
-                    rejects.write(json.dumps(outcome.to_json(), ensure_ascii=False) + "\n")
+                    rejects.write(jsonl_line(outcome.to_json()))
                     continue
                 counts["kept"] += 1
                 kept += 1
@@ -76,16 +76,16 @@ def validate_to_files(specs: list[InputSpec], lengths: dict[str, list[int]], nea
                     raw.fields.get(name) not in (None, getattr(outcome, name)) for name in TEXT_FIELDS
                 )
                 grouper.add(outcome.context)
-                pending.write(json.dumps(dataclasses.astuple(outcome), ensure_ascii=False) + "\n")
+                pending.write(jsonl_line(dataclasses.astuple(outcome)))
 
     doc_ids = grouper.group_ids()
     with open(scratch, encoding="utf-8") as pending, \
             open(records_path, "w", encoding="utf-8", newline="\n") as records:
         for line in pending:
             record_id, question, context, answer, cot, source = json.loads(line)
-            records.write(json.dumps({"id": record_id, "question": question, "context": context,
+            records.write(jsonl_line({"id": record_id, "question": question, "context": context,
                                       "doc_id": doc_ids[text_hash(context)], "answer": answer, "cot": cot,
-                                      "source": source}, ensure_ascii=False) + "\n")
+                                      "source": source}))
     scratch.unlink()
 
     raw_total = sum(c["raw"] for c in per_file.values())

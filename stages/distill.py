@@ -12,7 +12,7 @@ from koraft.card import write_card
 from koraft.cli import run_stage
 from koraft.distill import DistillPaths, distill
 from koraft.jsonl import read_jsonl, write_json
-from koraft.launch import check_launcher, launched, relaunch
+from koraft.launch import launched_elsewhere
 from koraft.params import load_params, section
 from koraft.train import TrainPaths
 
@@ -26,8 +26,7 @@ PATHS = DistillPaths(teacher=Path("models/train/adapter"), cache=Path("data/dist
 
 def main() -> None:
     settings = section(load_params(), "distill")
-    if check_launcher(settings, "distill") == "accelerate" and not launched():
-        relaunch(settings, "distill", __file__)
+    if launched_elsewhere(settings, "distill", __file__):
         return
     metrics = distill(list(read_jsonl(TRAIN)), list(read_jsonl(VAL)), settings, PATHS, TRAIN)
     if metrics is None:  # not rank 0

@@ -4,12 +4,11 @@ Outputs: data/split/{train,val,test}.jsonl, metrics/split.json. Rows stream from
 to the three files; the report keeps ids, hashes and lengths only.
 """
 
-import json
 from pathlib import Path
 
 from koraft.cli import run_stage
 from koraft.errors import KoraftError
-from koraft.jsonl import read_jsonl, write_json
+from koraft.jsonl import jsonl_line, read_jsonl, write_json
 from koraft.params import SPLITS, check_split, load_params
 from koraft.quality import QualityReport, split_of_row
 
@@ -27,7 +26,7 @@ def main() -> None:
     try:
         for number, row in enumerate(read_jsonl(RAFT), start=1):
             name = split_of_row(row, number, split, RAFT)
-            outputs[name].write(json.dumps(row, ensure_ascii=False) + "\n")
+            outputs[name].write(jsonl_line(row))
             quality.add(row, name)
     finally:
         for handle in outputs.values():

@@ -11,7 +11,7 @@ from pathlib import Path
 from koraft.card import write_card
 from koraft.cli import run_stage
 from koraft.jsonl import read_jsonl, write_json
-from koraft.launch import check_launcher, launched, relaunch
+from koraft.launch import launched_elsewhere
 from koraft.params import load_params, section
 from koraft.train import TrainPaths, train
 
@@ -24,8 +24,7 @@ PATHS = TrainPaths(adapter=Path("models/train/adapter"), checkpoints=Path("check
 
 def main() -> None:
     params = load_params()
-    if check_launcher(section(params, "train"), "train") == "accelerate" and not launched():
-        relaunch(section(params, "train"), "train", __file__)
+    if launched_elsewhere(section(params, "train"), "train", __file__):
         return
     metrics = train(list(read_jsonl(TRAIN)), list(read_jsonl(VAL)), section(params, "model"),
                     section(params, "train"), PATHS, TRAIN)
