@@ -57,14 +57,11 @@ class BM25Index:
         )
         ranked: list[list[int]] = []
         for start in range(0, len(queries), _QUERY_CHUNK):
-            # Sparse scores: a query touches only the documents sharing one of its terms, so the work is
-            # the postings of its terms, not the size of the collection.
-            scores = (matrix[start : start + _QUERY_CHUNK] @ self._term_by_doc).tocsr()
-            for offset in range(scores.shape[0]):
-                lo, hi = scores.indptr[offset], scores.indptr[offset + 1]
-                docs, values = scores.indices[lo:hi], scores.data[lo:hi]
-                keep = (values > 0) & (docs != exclude[start + offset])
-                docs, values = docs[keep], values[keep]
-                best = np.lexsort((docs, -values))[:k]  # best score first, ties by document index
-                ranked.append([int(i) for i in docs[best]])
+            scores = (matrix[start : start + _QUERY_CHUNK] @ self._term_by_doc).toarray()
+            for offset, row_scores in enumerate(scores):
+                row_scores[exclude[start + offset]] = 0.0
+                take = min(k, len(row_scores))
+                top = np.argpartition(-row_scores, take - 1)[:take] if take else np.array([], int)
+                top = top[np.lexsort((top, -row_scores[top]))]
+                ranked.append([int(i) for i in top if row_scores[i] > 0])
         return ranked
