@@ -159,4 +159,5 @@ def check_raft(params: dict[str, Any]) -> dict[str, Any]:
     bm25 = section(raft, "bm25", "raft.")
     check_number(bm25, "k1", "raft.bm25", 0.0, 10.0)
     check_number(bm25, "b", "raft.bm25", 0.0, 1.0)
+    check_number(bm25, "pool", "raft.bm25", 1, 10**9, integer=True)
     return raft

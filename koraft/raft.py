@@ -124,7 +124,8 @@ def write_raft(records_path: str | Path, raft_path: str | Path, raft: dict[str, 
                     _count(counts, row)
     finally:
         texts.close()
-    return _metrics(counts, docs_by_split, raft)
+    pools = {name: index.pools for name, index in ranker.indexes.items()} if ranker else {}
+    return _metrics(counts, docs_by_split, pools, raft)
 
 
 def build_raft(
@@ -164,7 +165,8 @@ def _random_distractors(rng: random.Random, pool: list[str], exclude: set[str], 
 
 
 class _BM25Ranker:
-    """Per split, a BM25 index of the split's documents; ranks a chunk of records' questions against it."""
+    """Per split, a BM25 index of the split's documents; ranks a chunk of records' questions against it
+    (each within its golden document's pool of at most raft.bm25.pool documents)."""
 
     def __init__(self, texts: DocumentStore, docs_by_split: dict[str, list[str]], raft: dict[str, Any]) -> None:
         from koraft.morphemes import MorphemeTokenizer
@@ -177,7 +179,7 @@ class _BM25Ranker:
         for name, pool in docs_by_split.items():
             tokens = (tokens for chunk in _chunks((texts[d] for d in pool), RANK_CHUNK)
                       for tokens in self.tokenize(chunk))
-            self.indexes[name] = BM25Index(tokens, raft["bm25"]["k1"], raft["bm25"]["b"])
+            self.indexes[name] = BM25Index(tokens, raft["bm25"]["k1"], raft["bm25"]["b"], raft["bm25"]["pool"])
 
     def rank(self, records: list[dict[str, Any]], names: list[str], k: int) -> list[list[str]]:
         """For each record, the documents of its split best matching its question, golden excluded."""
@@ -187,8 +189,8 @@ class _BM25Ranker:
             members = [i for i, split_name in enumerate(names) if split_name == name]
             if not members:
                 continue
-            exclude = [self.position[records[i]["doc_id"]] for i in members]
-            hits = self.indexes[name].rank([questions[i] for i in members], exclude, k)
+            golden = [self.position[records[i]["doc_id"]] for i in members]
+            hits = self.indexes[name].rank([questions[i] for i in members], golden, k)
             for i, found in zip(members, hits, strict=True):
                 ranked[i] = [self.pools[name][hit] for hit in found]
         return ranked
@@ -231,7 +233,8 @@ def _count(counts: Counter, row: dict[str, Any]) -> None:
     counts["distractors"] += len(row["distractor_doc_ids"])
 
 
-def _metrics(counts: Counter, docs_by_split: dict[str, list[str]], raft: dict) -> dict:
+def _metrics(counts: Counter, docs_by_split: dict[str, list[str]], pools: dict[str, int], raft: dict) -> dict:
+    """`pools`: per split, how many BM25 pools its documents were dealt into (empty for random)."""
     records = sum(counts[("records", name)] for name in SPLITS)
     with_golden = sum(counts[("golden", name)] for name in SPLITS)
     omitted = records - with_golden
@@ -247,6 +250,7 @@ def _metrics(counts: Counter, docs_by_split: dict[str, list[str]], raft: dict) -
             name: {
                 "records": counts[("records", name)],
                 "documents": len(docs_by_split[name]),
+                "bm25_pools": pools.get(name, 0),
                 "golden_included": counts[("golden", name)],
             }
             for name in SPLITS

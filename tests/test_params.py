@@ -26,6 +26,8 @@ def broken(params, dotted_key, value):
     (check_raft, "raft.omitted_golden_target", "guess", "raft.omitted_golden_target"),
     (check_raft, "raft.instruction", "  ", "raft.instruction"),
     (check_raft, "raft.bm25.k1", "1.5e0x", "raft.bm25.k1"),
+    (check_raft, "raft.bm25.pool", 0, "raft.bm25.pool"),
+    (check_raft, "raft.bm25.pool", 2.5, "raft.bm25.pool"),
     (check_split, "split.ratios.train", 0.7, "split.ratios"),
     (check_split, "split.ratios.val", -0.1, "split.ratios.val"),
     (check_split, "split.seed", True, "split.seed"),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import random
 
+import numpy as np
 import pytest
 from conftest import synthetic_records
 
@@ -13,6 +15,7 @@ from koraft.neardup import text_hash
 from koraft.raft import build_raft
 from koraft.retrieval import BM25Index
 from koraft.split import assign_split
+from koraft.synth import generate
 
 
 @pytest.fixture(scope="module")
@@ -20,9 +23,10 @@ def records(tmp_path_factory, validate_params):
     return synthetic_records(tmp_path_factory.mktemp("raft"), validate_params, num_docs=200)
 
 
-@pytest.mark.parametrize("source", ["random", "bm25"])
-def test_raft_invariants(records, raft_params, split_params, source):
-    raft = {**raft_params, "distractor_source": source, "num_distractors": 4}
+@pytest.mark.parametrize(("source", "pool"), [("random", 20000), ("bm25", 20000), ("bm25", 40)])
+def test_raft_invariants(records, raft_params, split_params, source, pool):
+    raft = {**raft_params, "distractor_source": source, "num_distractors": 4,
+            "bm25": {**raft_params["bm25"], "pool": pool}}
     rows, metrics = build_raft(records, raft, split_params, seed=7)
     texts = {}  # one text per doc_id: the member with the smallest content hash
     for record in sorted(records, key=lambda r: text_hash(r["context"]), reverse=True):
@@ -47,6 +51,9 @@ def test_raft_invariants(records, raft_params, split_params, source):
         assert sorted(others) == sorted(texts[d] for d in distractors)
     if source == "bm25":
         assert metrics["bm25_hard_negative_share"] > 0.5
+    for split in metrics["splits"].values():
+        assert split["bm25_pools"] == (math.ceil(split["documents"] / pool) if source == "bm25" else 0)
+    assert pool > 100 or metrics["splits"]["train"]["bm25_pools"] > 1  # the small pool really splits train
 
 
 def test_p_golden_within_sampling_tolerance(records, raft_params, split_params):
@@ -92,10 +99,56 @@ def test_bm25_over_morphemes_finds_inflected_matches():
         "솔빛산은 높이 900미터의 산으로 등산로가 많다.",
         "한결시에서는 매년 사과 축제가 열린다.",
     ]
-    index = BM25Index(tokenize(documents), k1=1.5, b=0.75)
+    index = BM25Index(tokenize(documents), k1=1.5, b=0.75, pool=10)
     queries = tokenize(["한결시의 인구는 몇 명인가요?", "반도체를 만드는 기업은?"])
-    ranked = index.rank(queries, exclude=[0, 2], k=3)
+    ranked = index.rank(queries, golden=[0, 2], k=3)
     # Query 0 excludes its own document 0; the other 한결시 document must come first.
     assert ranked[0][0] == 3 and 0 not in ranked[0]
     assert ranked[1][0] == 1 and 2 not in ranked[1]
     assert all(hit != 2 for hit in ranked[1])  # zero-score documents are not returned
+
+
+def test_bm25_scores_follow_okapi_with_lucene_idf():
+    documents = [["사과", "축제", "사과"], ["사과", "기업"], ["산", "등산로", "산", "높이"], ["축제"]]
+    k1, b = 1.2, 0.6
+    index = BM25Index(documents, k1=k1, b=b, pool=2)
+    average = sum(map(len, documents)) / len(documents)
+    for query in (["사과", "축제"], ["산"], ["없는말"], ["사과", "사과"]):
+        expected = []
+        for doc in documents:
+            score = 0.0
+            for term in set(query):
+                tf, df = doc.count(term), sum(term in d for d in documents)
+                if tf:
+                    idf = math.log(1 + (len(documents) - df + 0.5) / (df + 0.5))
+                    score += idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len(doc) / average))
+            expected.append(score)
+        assert index.scores(query) == pytest.approx(expected, rel=1e-6)
+
+
+def test_bm25_ties_go_to_the_lower_document_index():
+    documents = [["a", "b"]] * 6 + [["c"]]
+    index = BM25Index(documents, k1=1.5, b=0.75, pool=100)
+    assert index.rank([["a"], ["a"], ["c"]], golden=[1, 6, 0], k=3) == [[0, 2, 3], [0, 1, 2], [6]]
+
+
+@pytest.mark.parametrize("pool", [1000, 70, 1])
+def test_bm25_rank_is_the_exhaustive_top_k_of_the_golden_pool(pool):
+    """rank() against every document's score: the top k of the golden document's pool, golden
+    excluded, positive scores only, ties by index; on a corpus with many exactly tied scores."""
+    corpus = generate(300, seed=3)
+    tokenize = MorphemeTokenizer()
+    index = BM25Index(tokenize([doc.text for doc, _ in corpus]), k1=1.5, b=0.75, pool=pool)
+    assert index.pools == math.ceil(300 / pool)
+    golden = [d for d, (_, qas) in enumerate(corpus) for _ in qas]
+    questions = tokenize([qa.question for _, qas in corpus for qa in qas])
+    ranked = index.rank(questions, golden, k=4)
+    ties = 0
+    for tokens, gold, got in zip(questions, golden, ranked, strict=True):
+        scores = index.scores(tokens)
+        scores[gold] = 0.0
+        scores[np.arange(len(scores)) % index.pools != gold % index.pools] = 0.0
+        order = np.lexsort((np.arange(len(scores)), -scores))
+        assert got == [int(d) for d in order[:4] if scores[d] > 0]
+        ties += scores[order[3]] > 0 and scores[order[3]] == scores[order[4]]
+    assert pool == 1 or ties > 10  # the tie rule was exercised
