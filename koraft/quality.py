@@ -27,14 +27,6 @@ def split_of_row(row: dict[str, Any], number: int, split: dict[str, Any], path: 
     return expected
 
 
-def split_rows(rows: list[dict[str, Any]], split: dict[str, Any], path: str) -> dict[str, list[dict[str, Any]]]:
-    """Group RAFT rows by split, checking each against the doc_id hash bucket of the current params."""
-    by_split: dict[str, list[dict[str, Any]]] = {name: [] for name in SPLITS}
-    for number, row in enumerate(rows, start=1):
-        by_split[split_of_row(row, number, split, path)].append(row)
-    return by_split
-
-
 class QualityReport:
     """The split stage's statistics, fed one row at a time: memory holds ids, hashes and lengths, not rows."""
 
@@ -85,23 +77,6 @@ class QualityReport:
             name: {kind: length_stats(values) for kind, values in self.lengths[name].items()} for name in SPLITS}}
         report["leakage"] = self.leakage()
         return report
-
-
-def quality_report(by_split: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    return _fed(by_split).report()
-
-
-def leakage(by_split: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
-    """Documents seen in more than one split, counted per kind; all must be 0."""
-    return _fed(by_split).leakage()
-
-
-def _fed(by_split: dict[str, list[dict[str, Any]]]) -> QualityReport:
-    report = QualityReport()
-    for name, rows in by_split.items():
-        for row in rows:
-            report.add(row, name)
-    return report
 
 
 def length_stats(values) -> dict[str, float]:

@@ -116,8 +116,7 @@ def write_raft(records_path: str | Path, raft_path: str | Path, raft: dict[str, 
                     count = num if keep_golden else num + 1
                     chosen = hits[:count]
                     counts["hard"] += len(chosen)
-                    pool = docs_by_split[name]
-                    chosen += _random_distractors(rng, pool, exclude={record["doc_id"], *chosen},
+                    chosen += _random_distractors(rng, docs_by_split[name], exclude={record["doc_id"], *chosen},
                                                   count=count - len(chosen))
                     row = _raft_row(record, chosen, texts, keep_golden, raft, rng, name)
                     out.write(jsonl_line(row))
@@ -150,14 +149,14 @@ def _chunks(items, size: int):
         yield chunk
 
 
-def _random_distractors(rng: random.Random, pool: list[str], exclude: set[str], count: int) -> list[str]:
-    """Draw until `count` new documents: O(count) per record, where copying "pool minus exclude" is O(pool).
+def _random_distractors(rng: random.Random, split_docs: list[str], exclude: set[str], count: int) -> list[str]:
+    """Draw until `count` new documents: O(count) per record, where copying "split minus exclude" is O(split).
 
-    Terminates because build_raft checked the pool holds at least count + len(exclude) documents.
+    Terminates because write_raft checked the split holds at least count + len(exclude) documents.
     """
     picked: list[str] = []
     while len(picked) < count:
-        candidate = pool[rng.randrange(len(pool))]
+        candidate = split_docs[rng.randrange(len(split_docs))]
         if candidate not in exclude:
             picked.append(candidate)
             exclude.add(candidate)
@@ -173,7 +172,7 @@ class _BM25Ranker:
         from koraft.retrieval import BM25Index
 
         self.tokenize = MorphemeTokenizer()
-        self.pools = docs_by_split
+        self.doc_ids = docs_by_split
         self.position = {doc_id: i for pool in docs_by_split.values() for i, doc_id in enumerate(pool)}
         self.indexes = {}
         for name, pool in docs_by_split.items():
@@ -192,7 +191,7 @@ class _BM25Ranker:
             golden = [self.position[records[i]["doc_id"]] for i in members]
             hits = self.indexes[name].rank([questions[i] for i in members], golden, k)
             for i, found in zip(members, hits, strict=True):
-                ranked[i] = [self.pools[name][hit] for hit in found]
+                ranked[i] = [self.doc_ids[name][hit] for hit in found]
         return ranked
 
 

@@ -39,22 +39,22 @@ class BM25Index:
                 counts.append(count)
         self.size = size
         self.pools = max(1, -(-size // pool))
-        # Terms x documents, so a query row times it gives scores.
-        weights = sparse.csr_matrix((np.frombuffer(counts, np.float32),
-                                     (np.frombuffer(cols, np.int32), np.frombuffer(rows, np.int32))),
-                                    shape=(max(len(self.vocabulary), 1), size))
+        # Terms x documents, holding term counts and then BM25 weights: a query row times it gives scores.
+        matrix = sparse.csr_matrix((np.frombuffer(counts, np.float32),
+                                    (np.frombuffer(cols, np.int32), np.frombuffer(rows, np.int32))),
+                                   shape=(max(len(self.vocabulary), 1), size))
         del rows, cols, counts
-        doc_freq = np.diff(weights.indptr)
+        doc_freq = np.diff(matrix.indptr)
         idf = np.log1p((size - doc_freq + 0.5) / (doc_freq + 0.5)).astype(np.float32)
-        lengths = np.bincount(weights.indices, weights=weights.data, minlength=size)
+        lengths = np.bincount(matrix.indices, weights=matrix.data, minlength=size)
         norm = (k1 * (1 - b + b * lengths / max(lengths.mean(), 1e-9))).astype(np.float32)
-        tf = weights.data
+        tf = matrix.data
         term_of_entry = np.repeat(np.arange(len(doc_freq)), doc_freq)
         # Weights are rounded to float32 once; queries sum them in float64, which is exact, so equal
         # scores are truly equal whatever the order of addition, and ties fall to document index.
-        weights.data = (idf[term_of_entry] * tf * np.float32(k1 + 1) / (tf + norm[weights.indices])).astype(np.float64)
-        self._terms = weights.shape[0]
-        self._pool_weights = [weights[:, pool_index::self.pools].tocsr() for pool_index in range(self.pools)]
+        matrix.data = (idf[term_of_entry] * tf * np.float32(k1 + 1) / (tf + norm[matrix.indices])).astype(np.float64)
+        self._terms = matrix.shape[0]
+        self._pool_weights = [matrix[:, pool_index::self.pools].tocsr() for pool_index in range(self.pools)]
 
     def scores(self, tokens: list[str]) -> np.ndarray:
         """One query's score for every document, whatever its pool: the exhaustive reference for `rank`."""
