@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from koraft.synth import generate
+from koraft.data.synth import generate
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS_PER_DOC = 4

@@ -36,7 +36,7 @@ def build_pair(folder: Path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, Exaone4Config
 
-    from koraft.tiny import build_tiny_model, build_tokenizer
+    from koraft.models.tiny import build_tiny_model, build_tokenizer
 
     if torch.cuda.is_available():
         models = []
@@ -60,11 +60,12 @@ def run_one(mode: str, top_k: int, steps: int, max_length: int) -> dict:
     from datasets import Dataset
     from peft import LoraConfig
 
-    from koraft.distill import with_cache_rows
-    from koraft.kd_loss import KDSettings
-    from koraft.kd_trainer import KDTrainer
-    from koraft.teacher import save_top_k, teacher_top_k
-    from koraft.train import peak_memory_mib, sft_config
+    from koraft.core.measure import peak_memory_mib
+    from koraft.training.distill import with_cache_rows
+    from koraft.training.distill_loss import KDSettings
+    from koraft.training.distill_trainer import KDTrainer
+    from koraft.training.teacher_cache import save_top_k, teacher_top_k
+    from koraft.training.train import sft_config
 
     cuda = torch.cuda.is_available()
     with tempfile.TemporaryDirectory() as scratch:

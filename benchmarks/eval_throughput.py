@@ -30,7 +30,7 @@ def build_generator(folder: Path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, Exaone4Config
 
-    from koraft.tiny import build_tiny_model
+    from koraft.models.tiny import build_tiny_model
 
     if torch.cuda.is_available():
         torch.manual_seed(0)
@@ -52,7 +52,7 @@ class _Pad:
 
 
 def bench_generation(args: argparse.Namespace) -> None:
-    from koraft.generate import generate
+    from koraft.evaluation.decoding import generate
 
     with tempfile.TemporaryDirectory() as folder:
         model, tokenizer, vocab = build_generator(Path(folder))
@@ -74,7 +74,7 @@ def bench_generation(args: argparse.Namespace) -> None:
 
 
 def synthetic_predictions(count: int) -> tuple[list[str], list[str]]:
-    from koraft.synth import generate
+    from koraft.data.synth import generate
 
     qas = [qa for _, doc_qas in generate(count // 3 + 1, seed=5) for qa in doc_qas][:count]
     rng = random.Random(0)
@@ -86,9 +86,9 @@ def synthetic_predictions(count: int) -> tuple[list[str], list[str]]:
 
 
 def bench_scoring(args: argparse.Namespace) -> None:
-    from koraft.bootstrap import mean_of, paired_difference
-    from koraft.encoders import AUTO_COSINE, BertScore, CosineSimilarity, resolve_encoder
-    from koraft.metrics import LexicalScorer
+    from koraft.evaluation.bootstrap import mean_of, paired_difference
+    from koraft.evaluation.embeddings import AUTO_COSINE, BertScore, CosineSimilarity, resolve_encoder
+    from koraft.evaluation.metrics import LexicalScorer
 
     predictions, references = synthetic_predictions(args.predictions)
     timings = []

@@ -52,7 +52,7 @@ def build_model(name: str, method: str, folder: Path):
     import torch
     from transformers import AutoModelForCausalLM, Exaone4Config
 
-    from koraft.modeling import quantization_config
+    from koraft.models.loading import quantization_config
 
     cuda = torch.cuda.is_available()
     dtype = torch.bfloat16 if cuda else torch.float32
@@ -60,7 +60,7 @@ def build_model(name: str, method: str, folder: Path):
         torch.manual_seed(0)
         AutoModelForCausalLM.from_config(Exaone4Config(**EXAONE_4_1_2B), dtype=dtype).save_pretrained(folder)
     else:
-        from koraft.tiny import build_tiny_model
+        from koraft.models.tiny import build_tiny_model
 
         build_tiny_model(name, folder)
     quantization = None
@@ -88,8 +88,8 @@ def run_one(name: str, method: str, recipe: str, steps: int, max_length: int) ->
     from transformers import AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    from koraft.tiny import build_tokenizer
-    from koraft.train import peak_memory_mib
+    from koraft.core.measure import peak_memory_mib
+    from koraft.models.tiny import build_tokenizer
 
     cuda = torch.cuda.is_available()
     with tempfile.TemporaryDirectory() as scratch:

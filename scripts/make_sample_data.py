@@ -15,7 +15,7 @@ import json
 import unicodedata
 from pathlib import Path
 
-from koraft.synth import chain_of_thought, generate
+from koraft.data.synth import chain_of_thought, generate
 
 OUT = Path("data/raw")
 SEED = 20261121

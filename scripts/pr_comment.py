@@ -16,7 +16,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from koraft.evaluate import METRIC_LABELS, VARIANTS
+from koraft.evaluation.evaluate import METRIC_LABELS, VARIANTS
 
 MARKER = "<!-- koraft-metrics -->"
 EVAL = "metrics/eval.json"

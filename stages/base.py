@@ -1,18 +1,17 @@
-"""base: build the tiny embedded-default models (random weights, our tokenizer) as HF model folders.
+"""base: build the tiny embedded-default models (random weights, our tokenizer) as HF model folders under --out.
 
-Outputs: models/base/tiny-s/, models/base/tiny-m/ (real presets are loaded from the hub or a local folder)
+Real presets are loaded from the hub or a local folder; these two are what `dvc repro` runs on anywhere.
 """
 
-from koraft.cli import run_stage
-from koraft.tiny import TINY_SPECS, build_tiny_model
-
-OUTPUT = "models/base/{}"
+from koraft.core.cli import run_stage, stage_paths
+from koraft.models.tiny import TINY_SPECS, build_tiny_model
 
 
 def main() -> None:
+    paths = stage_paths("base", "out")
     for name in TINY_SPECS:
-        build_tiny_model(name, OUTPUT.format(name))
-        print(f"base: built {OUTPUT.format(name)}")
+        build_tiny_model(name, paths.out / name)
+        print(f"base: built {paths.out / name}")
 
 
 if __name__ == "__main__":

@@ -1,38 +1,34 @@
-"""distill: logit distillation of the fine-tuned teacher (models/train/adapter) into distill.student.
+"""distill: logit distillation of the fine-tuned teacher (the train stage's adapter) into distill.student.
 
-Outputs: models/distill/student/ (adapter or full weights, tokenizer, manifest, model card), metrics/distill.json,
-metrics/distill/ (DVCLive curves: total, CE and KD losses). Offline mode reads the teacher stage's
-cache; online mode runs the teacher every step. With distill.launcher: accelerate this script
-starts `accelerate launch` on itself (see koraft.launch).
+Outputs: the student folder (adapter or full weights, tokenizer, manifest, model card), the metrics file
+and DVCLive curves (total, CE and KD losses). Offline mode reads the teacher stage's cache; online mode
+runs the teacher every step. With launcher: accelerate this script starts `accelerate launch` on itself.
 """
 
-from pathlib import Path
+from koraft.core.cli import run_stage, stage_paths
+from koraft.core.config import load_params
+from koraft.core.jsonl import read_jsonl, write_json
+from koraft.models.card import write_card
+from koraft.training.distill import DistillPaths, distill, distill_settings
+from koraft.training.launch import launched_elsewhere
+from koraft.training.train import TrainPaths
 
-from koraft.card import write_card
-from koraft.cli import run_stage
-from koraft.distill import DistillPaths, distill
-from koraft.jsonl import read_jsonl, write_json
-from koraft.launch import launched_elsewhere
-from koraft.params import load_params, section
-from koraft.train import TrainPaths
-
-TRAIN = "data/split/train.jsonl"
-VAL = "data/split/val.jsonl"
-METRICS = "metrics/distill.json"
-PATHS = DistillPaths(teacher=Path("models/train/adapter"), cache=Path("data/distill/teacher"),
-                     student=TrainPaths(adapter=Path("models/distill/student"),
-                                        checkpoints=Path("checkpoints/distill"), plots=Path("metrics/distill")))
+OPTIONS = ("train", "val", "base_models", "teacher", "cache", "student", "checkpoints", "plots", "metrics")
 
 
 def main() -> None:
-    settings = section(load_params(), "distill")
-    if launched_elsewhere(settings, "distill", __file__):
+    args = stage_paths("distill", *OPTIONS)
+    settings = distill_settings(load_params())
+    if launched_elsewhere(settings, "distill", "stages.distill"):
         return
-    metrics = distill(list(read_jsonl(TRAIN)), list(read_jsonl(VAL)), settings, PATHS, TRAIN)
+    paths = DistillPaths(teacher=args.teacher, cache=args.cache,
+                         student=TrainPaths(adapter=args.student, checkpoints=args.checkpoints, plots=args.plots,
+                                            tiny_models=args.base_models))
+    metrics = distill(list(read_jsonl(args.train)), list(read_jsonl(args.val)), settings, paths, str(args.train))
     if metrics is None:  # not rank 0
         return
-    write_json(METRICS, metrics)
-    write_card(PATHS.student.adapter, metrics, settings, TRAIN)
+    write_json(args.metrics, metrics)
+    write_card(paths.student.adapter, metrics, settings, str(args.train))
     loss, agreement = metrics["loss"], metrics["agreement"]
     print(f"distill: {metrics['teacher']['model']} -> {metrics['student']['preset'] or metrics['student']['source']} "
           f"({metrics['teacher']['mode']}), {metrics['steps']} steps, eval loss {loss['eval_final']} "

@@ -1,27 +1,27 @@
 """evaluate: answer the test split with each variant (or score eval.predictions_file), compare them.
 
-Outputs: metrics/eval.json (every metric per variant, split by golden document present/absent,
-reasoning checks, cost, bootstrap intervals of fine-tuned vs base and distilled vs student base),
-metrics/eval/predictions.jsonl (question, reference, each variant's output and scores), and
-metrics/eval/variants.json (the headline metrics per variant, for `dvc plots`).
+Outputs: the metrics file (every metric per variant, split by golden document present/absent, reasoning
+checks, cost, bootstrap intervals of fine-tuned vs base and distilled vs student base), the predictions
+for review (question, reference, each variant's output and scores) and the headline metrics per variant,
+for `dvc plots`.
 """
 
-from koraft.cli import run_stage
-from koraft.evaluate import evaluate, systems, variant_rows
-from koraft.jsonl import read_jsonl, write_json, write_jsonl
-from koraft.params import load_params
+from koraft.core.cli import run_stage, stage_paths
+from koraft.core.config import load_params
+from koraft.core.jsonl import read_jsonl, write_json, write_jsonl
+from koraft.evaluation.evaluate import EvalPaths, evaluate, systems, variant_rows
 
-TEST = "data/split/test.jsonl"
-METRICS = "metrics/eval.json"
-PREDICTIONS = "metrics/eval/predictions.jsonl"
-VARIANT_PLOT = "metrics/eval/variants.json"
+OPTIONS = ("test", "base_models", "adapter", "student", "predictions_dir", "metrics", "predictions", "variants")
 
 
 def main() -> None:
-    metrics, review = evaluate(list(read_jsonl(TEST)), load_params())
-    write_json(METRICS, metrics)
-    write_jsonl(PREDICTIONS, review)
-    write_json(VARIANT_PLOT, variant_rows(metrics))
+    args = stage_paths("evaluate", *OPTIONS)
+    paths = EvalPaths(adapter=args.adapter, student=args.student, tiny_models=args.base_models,
+                      predictions=args.predictions_dir)
+    metrics, review = evaluate(list(read_jsonl(args.test)), load_params(), paths)
+    write_json(args.metrics, metrics)
+    write_jsonl(args.predictions, review)
+    write_json(args.variants, variant_rows(metrics))
     for name in systems(metrics):
         values = metrics[name]
         print(f"evaluate: {name}: F1 {values['f1']}, EM {values['exact_match']}, ROUGE-L {values['rougeL']}, "

@@ -1,26 +1,32 @@
-"""raft: validated records -> RAFT records (golden document + distractors from the same split).
+"""raft: each split's validated records -> its RAFT rows (golden document + distractors from that split)."""
 
-Outputs: data/raft/raft.jsonl, metrics/raft.json
-"""
-
-from koraft.cli import run_stage
-from koraft.jsonl import write_json
-from koraft.params import check_base, check_raft, check_split, load_params
-from koraft.raft import write_raft
-
-RECORDS = "data/validated/records.jsonl"
-RAFT = "data/raft/raft.jsonl"
-METRICS = "metrics/raft.json"
+from koraft.core.cli import run_stage, stage_paths
+from koraft.core.config import check_seed, load_params
+from koraft.core.errors import KoraftError
+from koraft.core.jsonl import write_json
+from koraft.data.config import check_raft
+from koraft.data.quality import QualityReport
+from koraft.data.raft import raft_metrics, write_raft
+from koraft.data.split import SPLITS
 
 
 def main() -> None:
+    paths = stage_paths("raft", "splits", "out", "metrics")
     params = load_params()
-    seed = check_base(params)["seed"]
-    raft, split = check_raft(params), check_split(params)
-    metrics = write_raft(RECORDS, RAFT, raft, split, seed)
-    write_json(METRICS, metrics)
-    print(f"raft: {metrics['records']} records, {raft['distractor_source']} distractors, "
-          f"golden document kept in {metrics['golden_included_share']:.1%}")
+    raft, seed = check_raft(params), check_seed(params)
+    quality = QualityReport()
+    outputs = {name: paths.out / f"{name}.jsonl" for name in SPLITS}
+    splits = {name: write_raft(paths.splits / f"{name}.jsonl", outputs[name], raft, seed, name, quality)
+              for name in SPLITS}
+    metrics = raft_metrics(splits, quality, raft)
+    leaks = {kind: count for kind, count in metrics["quality"]["leakage"].items() if count}
+    if leaks:  # impossible by construction unless a split file was edited by hand
+        for path in outputs.values():
+            path.unlink()
+        raise KoraftError(f"documents shared between splits {leaks}: rerun the split stage (dvc repro)")
+    write_json(paths.metrics, metrics)
+    print(f"raft: {metrics['records']} records, {raft['distractor_source']} distractors, golden document kept in "
+          f"{metrics['golden_included_share']:.1%}, leakage {metrics['quality']['leakage']}")
 
 
 if __name__ == "__main__":

@@ -1,26 +1,21 @@
 """teacher: the fine-tuned teacher's top-k log-probs over the train and val completions (offline distillation).
 
-Output: data/distill/teacher/ ({train,val}.safetensors and manifest.json). Computed once per
-teacher, data and temperature, then reused by every student run (`dvc exp run -S distill.student...`
-reruns only distill). With distill.teacher.mode: online it writes just the manifest.
+Output: the cache folder ({train,val}.safetensors and manifest.json). Computed once per teacher, data and
+temperature, then reused by every student run (`dvc exp run -S distill.student...` reruns only distill).
+With distill.teacher.mode: online it writes just the manifest.
 """
 
-from pathlib import Path
-
-from koraft.cli import run_stage
-from koraft.distill import build_teacher_cache
-from koraft.jsonl import read_jsonl
-from koraft.params import load_params, section
-
-TRAIN = "data/split/train.jsonl"
-VAL = "data/split/val.jsonl"
-TEACHER = Path("models/train/adapter")
-CACHE = Path("data/distill/teacher")
+from koraft.core.cli import run_stage, stage_paths
+from koraft.core.config import load_params
+from koraft.core.jsonl import read_jsonl
+from koraft.training.distill import build_teacher_cache, distill_settings
 
 
 def main() -> None:
-    summary = build_teacher_cache(list(read_jsonl(TRAIN)), list(read_jsonl(VAL)), section(load_params(), "distill"),
-                                  TEACHER, CACHE, TRAIN)
+    args = stage_paths("teacher", "train", "val", "teacher", "out")
+    settings = distill_settings(load_params())
+    summary = build_teacher_cache(list(read_jsonl(args.train)), list(read_jsonl(args.val)), settings,
+                                  args.teacher, args.out, str(args.train))
     if summary["mode"] == "online":
         print("teacher: distill.teacher.mode is online, nothing cached")
         return

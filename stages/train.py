@@ -1,37 +1,34 @@
 """train: LoRA / QLoRA / full fine-tuning of the `model:` preset on the train split, validated on val.
 
-Outputs: models/train/adapter/ (PEFT adapter, tokenizer, prompt manifest, model card), metrics/train.json,
-metrics/train/ (DVCLive loss curves). Checkpoints in checkpoints/train/ survive an
-interrupted run, so the next `dvc repro` resumes; they are removed once training finishes.
-With train.launcher: accelerate this script starts `accelerate launch` on itself (see koraft.launch).
+Outputs: the adapter folder (PEFT adapter, tokenizer, prompt manifest, model card), the metrics file and
+DVCLive loss curves. Checkpoints survive an interrupted run, so the next `dvc repro` resumes; they are
+removed once training finishes. With train.launcher: accelerate this script starts `accelerate launch`
+on itself (see koraft.training.launch).
 """
 
-from pathlib import Path
+from koraft.core.cli import run_stage, stage_paths
+from koraft.core.config import load_params, section
+from koraft.core.jsonl import read_jsonl, write_json
+from koraft.models.card import write_card
+from koraft.training.launch import launched_elsewhere
+from koraft.training.train import TrainPaths, train
 
-from koraft.card import write_card
-from koraft.cli import run_stage
-from koraft.jsonl import read_jsonl, write_json
-from koraft.launch import launched_elsewhere
-from koraft.params import load_params, section
-from koraft.train import TrainPaths, train
-
-TRAIN = "data/split/train.jsonl"
-VAL = "data/split/val.jsonl"
-METRICS = "metrics/train.json"
-PATHS = TrainPaths(adapter=Path("models/train/adapter"), checkpoints=Path("checkpoints/train"),
-                   plots=Path("metrics/train"))
+OPTIONS = ("train", "val", "base_models", "adapter", "checkpoints", "plots", "metrics")
 
 
 def main() -> None:
+    args = stage_paths("train", *OPTIONS)
     params = load_params()
-    if launched_elsewhere(section(params, "train"), "train", __file__):
+    if launched_elsewhere(section(params, "train"), "train", "stages.train"):
         return
-    metrics = train(list(read_jsonl(TRAIN)), list(read_jsonl(VAL)), section(params, "model"),
-                    section(params, "train"), PATHS, TRAIN)
+    paths = TrainPaths(adapter=args.adapter, checkpoints=args.checkpoints, plots=args.plots,
+                       tiny_models=args.base_models)
+    metrics = train(list(read_jsonl(args.train)), list(read_jsonl(args.val)), section(params, "model"),
+                    section(params, "train"), paths, str(args.train))
     if metrics is None:  # not rank 0: rank 0 writes the metrics and the card
         return
-    write_json(METRICS, metrics)
-    write_card(PATHS.adapter, metrics, section(params, "train"), TRAIN)
+    write_json(args.metrics, metrics)
+    write_card(paths.adapter, metrics, section(params, "train"), str(args.train))
     samples = metrics["samples"]["train"]
     print(f"train: {metrics['steps']} steps, eval loss {metrics['loss']['eval_final']} "
           f"(best {metrics['loss']['eval_best']} at step {metrics['loss']['eval_best_step']}), "

@@ -1,22 +1,23 @@
-"""validate: raw files (params validate.inputs) -> normalized records with doc ids, and rejects.
+"""validate: raw files (params validate.inputs, under --raw) -> normalized records with doc ids, and rejects."""
 
-Outputs: data/validated/records.jsonl, data/validated/rejects.jsonl, metrics/validate.json
-"""
-
-from koraft.cli import run_stage
-from koraft.jsonl import write_json
-from koraft.params import check_validate, load_params
-from koraft.validation import validate_to_files
-
-RECORDS = "data/validated/records.jsonl"
-REJECTS = "data/validated/rejects.jsonl"
-METRICS = "metrics/validate.json"
+from koraft.core.cli import run_stage, stage_paths
+from koraft.core.config import check_inside, load_params
+from koraft.core.errors import KoraftError
+from koraft.core.jsonl import write_json
+from koraft.data.config import check_validate
+from koraft.data.validate import validate_to_files
 
 
 def main() -> None:
+    paths = stage_paths("validate", "raw", "records", "rejects", "metrics")
     validate, specs = check_validate(load_params())
-    m = validate_to_files(specs, validate["lengths"], validate["near_duplicates"], RECORDS, REJECTS)
-    write_json(METRICS, m)
+    for i, spec in enumerate(specs):
+        check_inside(spec.path, [paths.raw], f"validate.inputs[{i}].path")
+    m = validate_to_files(specs, validate["lengths"], validate["near_duplicates"], paths.records, paths.rejects)
+    if not m["kept"]:
+        raise KoraftError(f"validate kept 0 of {m['raw']} raw records {m['rejected_by_reason']}; "
+                          f"see {paths.rejects} for each reason")
+    write_json(paths.metrics, m)
     print(f"validate: {m['raw']} raw records -> {m['kept']} kept, {m['rejected']} rejected "
           f"{m['rejected_by_reason']}; {m['documents']} documents")
 

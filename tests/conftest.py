@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
+from helpers import ROOT, build_raft, synthetic_records
 
-from koraft.params import check_raft, check_split, check_validate, load_params
-from koraft.readers import InputSpec
-from koraft.synth import generate
-from koraft.validation import validate_inputs
-
-ROOT = Path(__file__).resolve().parent.parent
+from koraft.core.config import load_params
+from koraft.data.config import check_raft, check_split, check_validate
 
 
 @pytest.fixture(scope="session")
@@ -36,33 +32,9 @@ def split_params(params):
     return dict(check_split(params))
 
 
-def set_dotted(params: dict, dotted_key: str, value) -> None:
-    """Set params["a"]["b"][0]["c"] from "a.b.0.c" (numeric parts index lists)."""
-    *parents, last = dotted_key.split(".")
-    node = params
-    for key in parents:
-        node = node[int(key)] if isinstance(node, list) else node[key]
-    node[last] = value
-
-
-def write_jsonl(path: Path, rows: list) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-def synthetic_records(tmp_path: Path, validate: dict, num_docs: int, seed: int = 0) -> list[dict]:
-    """Validated records (with doc ids) for a synthetic corpus of num_docs documents."""
-    rows = [qa.as_record() for _, qas in generate(num_docs, seed=seed) for qa in qas]
-    path = write_jsonl(tmp_path / f"synthetic-{num_docs}-{seed}.jsonl", rows)
-    result = validate_inputs([InputSpec(str(path), "jsonl")], validate["lengths"], validate["near_duplicates"])
-    return result.records
-
-
 @pytest.fixture(scope="session")
 def raft_rows(tmp_path_factory, params, validate_params) -> dict[str, list[dict]]:
     """RAFT rows of a small synthetic corpus (random distractors), grouped by split."""
-    from koraft.raft import build_raft
-
     records = synthetic_records(tmp_path_factory.mktemp("raft-rows"), validate_params, num_docs=80, seed=3)
     raft = {**params["raft"], "distractor_source": "random"}
     rows, _ = build_raft(records, raft, params["split"], seed=7)
@@ -72,7 +44,7 @@ def raft_rows(tmp_path_factory, params, validate_params) -> dict[str, list[dict]
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> Path:
     """models/base as the base stage writes it, built once per test session."""
-    from koraft.tiny import TINY_SPECS, build_tiny_model
+    from koraft.models.tiny import TINY_SPECS, build_tiny_model
 
     root = tmp_path_factory.mktemp("base")
     for name in TINY_SPECS:
@@ -83,9 +55,9 @@ def tiny_models(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def teacher_adapter(tmp_path_factory, params, raft_rows, tiny_models) -> Path:
     """tiny-m fully fine-tuned by the train stage's code until its distributions are peaked: the teacher."""
-    from test_train import model_params, paths, quick
+    from helpers import model_params, paths, quick
 
-    from koraft.train import train
+    from koraft.training.train import train
 
     root = tmp_path_factory.mktemp("teacher")
     train(raft_rows["train"][:16], raft_rows["val"][:8], model_params(params, "tiny-m"),

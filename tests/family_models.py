@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from koraft.tiny import build_tokenizer
+from koraft.models.tiny import build_tokenizer
 
 TEMPLATES = Path(__file__).parent / "chat_templates"
 SMALL = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from koraft.bootstrap import mean_of, paired_difference
+from koraft.evaluation.bootstrap import mean_of, paired_difference
 
 
 def test_interval_contains_the_true_difference_and_excludes_zero():
@@ -40,7 +40,7 @@ def test_identical_systems_give_a_zero_interval_and_the_same_seed_the_same_inter
 
 
 def test_corpus_statistics_are_recomputed_per_resample():
-    from koraft.metrics import LexicalScorer
+    from koraft.evaluation.metrics import LexicalScorer
 
     scorer = LexicalScorer()
     references = ["서울에서 만나요", "봄에 먹습니다", "1997년에 발사되었다", "경기도에 속해 있습니다"] * 5

@@ -8,12 +8,12 @@ import pytest
 from family_models import TEMPLATES, build_family_model, family_tokenizer
 from transformers import AutoTokenizer
 
-from koraft.chat import render_prompt, render_target
-from koraft.errors import KoraftError, ParamError
-from koraft.modeling import check_target_modules, load_tokenizer
-from koraft.presets import FAMILIES, resolve_model
-from koraft.samples import Encoder, build_samples
-from koraft.train import lora_settings
+from koraft.core.errors import KoraftError, ParamError
+from koraft.models.chat import render_prompt, render_target
+from koraft.models.loading import check_target_modules, load_tokenizer
+from koraft.models.presets import FAMILIES, resolve_model
+from koraft.models.samples import Encoder, build_samples
+from koraft.training.train import lora_settings
 
 SYSTEM = "문서를 근거로 답하세요."
 RECORD = {"id": "q-1", "instruction": "지시문", "documents": ["첫 문서.", "정답은 한결시이다."], "oracle_index": 1,

@@ -9,36 +9,19 @@ import pytest
 import torch
 from datasets import Dataset
 from family_models import build_family_model, family_tokenizer
+from helpers import Crash, distill_params, paths, quick, where
 from safetensors.torch import load_file
-from test_train import Crash, paths, quick
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTTrainer
 
-from koraft.distill import DistillPaths, build_teacher_cache, distill, with_cache_rows
-from koraft.errors import KoraftError, ParamError
-from koraft.kd_loss import KDSettings
-from koraft.kd_trainer import KDTrainer
-from koraft.presets import FAMILIES
-from koraft.samples import Encoder, build_samples
-from koraft.teacher import check_same_vocabulary, load_top_k, save_top_k, teacher_top_k
-from koraft.train import TrainPaths, sft_config, train
-
-
-def distill_params(params: dict, steps: int = 6, mode: str = "offline", **loss) -> dict:
-    """The project's distill params, shortened to a few steps."""
-    result = copy.deepcopy(params["distill"])
-    result["method"] = "lora"  # the tests' student; the shipped params train the random tiny-s fully
-    result["teacher"]["mode"] = mode
-    result["loss"].update(loss)
-    result["args"].update({"max_steps": steps, "learning_rate": 1.0e-3, "logging_steps": 1, "eval_steps": 2,
-                           "save_steps": 2,
-                           "per_device_train_batch_size": 4, "per_device_eval_batch_size": 4})
-    return result
-
-
-def where(root, teacher, tiny_models) -> DistillPaths:
-    return DistillPaths(teacher=teacher, cache=root / "cache", student=TrainPaths(
-        adapter=root / "student", checkpoints=root / "checkpoints", plots=root / "plots", tiny_models=tiny_models))
+from koraft.core.errors import KoraftError, ParamError
+from koraft.models.presets import FAMILIES
+from koraft.models.samples import Encoder, build_samples
+from koraft.training.distill import DistillPaths, build_teacher_cache, distill, with_cache_rows
+from koraft.training.distill_loss import KDSettings
+from koraft.training.distill_trainer import KDTrainer
+from koraft.training.teacher_cache import check_same_vocabulary, load_top_k, save_top_k, teacher_top_k
+from koraft.training.train import sft_config, train
 
 
 @pytest.fixture(scope="module")

@@ -19,13 +19,13 @@ import pytest
 import torch
 import yaml
 from accelerate.commands.config.config_args import load_config_from_file
-from conftest import ROOT, write_jsonl
+from helpers import ROOT, stage_command, write_jsonl
 from safetensors.torch import load_file
 
-from koraft.errors import ParamError
-from koraft.launch import accelerate_settings, check_launcher, launch_command
-from koraft.modeling import load_model, sharded_quantization
-from koraft.presets import resolve_model
+from koraft.core.errors import ParamError
+from koraft.models.loading import load_model, sharded_quantization
+from koraft.models.presets import resolve_model
+from koraft.training.launch import accelerate_settings, check_launcher, launch_command
 
 AUDIT_HOOK = '''
 import os, sys
@@ -59,11 +59,12 @@ def stage_project(root: Path, stage: str, raft_rows: dict, tiny_models: Path, pa
                   per_device_batch: int, teacher: Path | None = None) -> Path:
     """A scratch project holding what the train (or distill) stage reads, configured for a short full run."""
     root.mkdir(parents=True)
-    for name in ("stages", "configs"):
-        shutil.copytree(ROOT / name, root / name)
-    (root / "data/split").mkdir(parents=True)
-    write_jsonl(root / "data/split/train.jsonl", raft_rows["train"][:32])
-    write_jsonl(root / "data/split/val.jsonl", raft_rows["val"][:8])
+    for name in ("stages", "configs", "koraft"):
+        shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(ROOT / "dvc.yaml", root / "dvc.yaml")
+    (root / "data/raft").mkdir(parents=True)
+    write_jsonl(root / "data/raft/train.jsonl", raft_rows["train"][:32])
+    write_jsonl(root / "data/raft/val.jsonl", raft_rows["val"][:8])
     (root / "models/train").mkdir(parents=True)
     (root / "models/base").symlink_to(tiny_models)
     if teacher is not None:
@@ -73,9 +74,10 @@ def stage_project(root: Path, stage: str, raft_rows: dict, tiny_models: Path, pa
     section = settings[stage]
     section["method"] = "full"  # no LoRA dropout: both runs draw no random numbers once the data order is fixed
     section["launcher"] = launcher
-    section["accelerate"]["num_processes"] = 2
-    section["args"].update(max_steps=4, logging_steps=1, eval_steps=2, save_steps=2, learning_rate=1.0e-3,
-                           per_device_train_batch_size=per_device_batch, per_device_eval_batch_size=per_device_batch)
+    section.setdefault("accelerate", {})["num_processes"] = 2  # distill: merged onto train's
+    section.setdefault("args", {}).update(
+        max_steps=4, logging_steps=1, eval_steps=2, save_steps=2, learning_rate=1.0e-3,
+        per_device_train_batch_size=per_device_batch, per_device_eval_batch_size=per_device_batch)
     if stage == "distill":
         section["teacher"]["mode"] = "online"  # the teacher runs in every process; no cache stage needed
     (root / "params.yaml").write_text(yaml.safe_dump(settings, allow_unicode=True), encoding="utf-8")
@@ -89,8 +91,7 @@ def run_stage(project: Path, stage: str, audit: Path | None = None) -> subproces
         audit.mkdir()
         (audit / "sitecustomize.py").write_text(AUDIT_HOOK)
         env.update(PYTHONPATH=str(audit), KORAFT_AUDIT_DIR=str(audit))
-    result = subprocess.run([sys.executable, f"stages/{stage}.py"], cwd=project, env=env, capture_output=True,
-                            text=True)
+    result = subprocess.run(stage_command(stage, project), cwd=project, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
@@ -182,10 +183,11 @@ def test_multi_node_topology_comes_from_params_and_the_environment_overrides_it(
         "machine_rank": 0, "main_process_ip": "10.0.0.1", "main_process_port": 29500}}
     monkeypatch.setenv("KORAFT_MACHINE_RANK", "1")
     launch = accelerate_settings(settings, "train")
-    command = launch_command(launch, "stages/train.py")
+    command = launch_command(launch, "stages.train", ["--train", "data/raft/train.jsonl"])
     assert command[1:] == ["-m", "accelerate.commands.launch", "--config_file", settings["accelerate"]["config"],
                            "--num_processes", "16", "--num_machines", "2", "--machine_rank", "1",
-                           "--main_process_ip", "10.0.0.1", "--main_process_port", "29500", "stages/train.py"]
+                           "--main_process_ip", "10.0.0.1", "--main_process_port", "29500",
+                           "--module", "stages.train", "--train", "data/raft/train.jsonl"]
 
     monkeypatch.setenv("KORAFT_MACHINE_RANK", "2")
     with pytest.raises(ParamError, match=r"train\.accelerate\.machine_rank: must be in \[0, 1\], got 2"):
@@ -219,7 +221,7 @@ def test_the_stage_refuses_a_gpu_only_engine_on_cpu_in_one_line(params, raft_row
     settings = yaml.safe_load((project / "params.yaml").read_text())
     settings["train"]["accelerate"]["config"] = "configs/accelerate/fsdp.yaml"
     (project / "params.yaml").write_text(yaml.safe_dump(settings, allow_unicode=True))
-    result = subprocess.run([sys.executable, "stages/train.py"], cwd=project, capture_output=True, text=True)
+    result = subprocess.run(stage_command("train", project), cwd=project, capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         "train: error: params.yaml: train.accelerate.config: configs/accelerate/fsdp.yaml runs fsdp, which needs "

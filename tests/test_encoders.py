@@ -7,7 +7,7 @@ import unicodedata
 import pytest
 import torch
 
-from koraft.encoders import (
+from koraft.evaluation.embeddings import (
     HANGUL_PROBE,
     PACKAGED_ENCODER,
     BertScore,
@@ -25,7 +25,7 @@ def encoder():
 
 
 def test_auto_picks_the_packaged_model_offline_for_tiny_presets_and_multilingual_ones_otherwise(encoder):
-    from koraft.encoders import AUTO_BERTSCORE, AUTO_COSINE
+    from koraft.evaluation.embeddings import AUTO_BERTSCORE, AUTO_COSINE
 
     assert encoder.name == PACKAGED_ENCODER and (encoder.source.endswith("model"))
     real = resolve_encoder("auto", "exaone4", AUTO_COSINE, "eval.cosine")

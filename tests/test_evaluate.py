@@ -7,15 +7,15 @@ import json
 
 import pytest
 from family_models import build_family_model
-from test_distill import distill_params, where
+from helpers import distill_params, where
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from koraft.distill import build_teacher_cache, distill
-from koraft.errors import InputError, KoraftError, ParamError
-from koraft.evaluate import COMPARISONS, MAIN_METRICS, VARIANTS, EvalPaths, evaluate
-from koraft.generate import generate, stop_token_ids
-from koraft.presets import FAMILIES
-from koraft.samples import Encoder, build_samples
+from koraft.core.errors import InputError, KoraftError, ParamError
+from koraft.evaluation.decoding import generate, stop_token_ids
+from koraft.evaluation.evaluate import COMPARISONS, MAIN_METRICS, VARIANTS, EvalPaths, evaluate
+from koraft.models.presets import FAMILIES
+from koraft.models.samples import Encoder, build_samples
+from koraft.training.distill import build_teacher_cache, distill
 
 
 def eval_params(params: dict, **changes) -> dict:
@@ -91,7 +91,7 @@ def test_same_params_give_the_same_answers_and_metrics(params, raft_rows, eval_p
 
 
 def test_batched_generation_gives_the_one_at_a_time_answers(params, raft_rows, eval_paths):
-    from koraft.trained import load_trained, load_trained_tokenizer, trained_model_info
+    from koraft.models.trained import load_trained, load_trained_tokenizer, trained_model_info
 
     manifest, resolved = trained_model_info(eval_paths.adapter)
     tokenizer = load_trained_tokenizer(eval_paths.adapter, resolved)
@@ -119,8 +119,8 @@ def test_a_generation_that_never_stops_is_cut_and_counted(params, raft_rows, eva
 @pytest.mark.parametrize("family, stop", [("gemma2", "<end_of_turn>"), ("llama3", "<|eot_id|>"),
                                           ("exaone4", "[|endofturn|]")])
 def test_stop_tokens_include_the_family_end_of_turn(family, stop, tmp_path):
-    from koraft.modeling import load_model, load_tokenizer
-    from koraft.presets import resolve_model
+    from koraft.models.loading import load_model, load_tokenizer
+    from koraft.models.presets import resolve_model
 
     folder = build_family_model(family, tmp_path / family)
     resolved = resolve_model({"name": str(folder), "family": family, "dtype": "float32"})

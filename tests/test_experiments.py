@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 
-from conftest import ROOT
+from helpers import ROOT, commit_short_runs, make_project, run, set_param
 from PIL import Image
-from test_stages import commit_short_runs, make_project, run, set_param
 
 
 def test_sweep_queues_two_presets_runs_them_and_shows_both(tmp_path):
@@ -55,7 +54,7 @@ def test_sweep_queues_two_presets_runs_them_and_shows_both(tmp_path):
     assert "| metrics/train.json" in text[text.index("Every metric that changed"):]
 
     # A report of the two experiments, read from their commits.
-    out = run(["python", "-m", "koraft.report", "presets", "--exp", presets["tiny-m"], presets["tiny-s"]],
+    out = run(["python", "-m", "koraft.publish.report", "presets", "--exp", presets["tiny-m"], presets["tiny-s"]],
               project).stdout
     assert "report: wrote reports/presets.md" in out
     report = (project / "reports/presets.md").read_text(encoding="utf-8")

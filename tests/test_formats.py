@@ -9,9 +9,9 @@ import json
 import unicodedata
 
 import pytest
+from helpers import validate_inputs
 
-from koraft.readers import InputSpec
-from koraft.validation import validate_inputs
+from koraft.data.readers import InputSpec
 
 DOC = "한결시는 강원도 북부에 위치한 도시이다. 2020년 기준 한결시의 인구는 약 12만 명이다. 특산물은 사과이다."
 GOOD = {"question": "한결시의 인구는?", "context": DOC, "answer": "약 12만 명"}

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from koraft.kd_loss import KDSettings, TeacherDistribution, divergence, token_losses
+from koraft.training.distill_loss import KDSettings, TeacherDistribution, divergence, token_losses
 
 # Teacher P and student Q over three tokens.
 P = [0.7, 0.2, 0.1]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from koraft.answers import check_quotes, extract_answer
-from koraft.metrics import LexicalScorer, char_f1, exact_match
+from koraft.evaluation.answers import check_quotes, extract_answer
+from koraft.evaluation.metrics import LexicalScorer, char_f1, exact_match
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ import unicodedata
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from koraft.errors import KoraftError
-from koraft.presets import FAMILIES, PRESETS, ensure_available, resolve_model
-from koraft.tiny import build_tiny_model
+from koraft.core.errors import KoraftError
+from koraft.models.presets import FAMILIES, PRESETS, ensure_available, resolve_model
+from koraft.models.tiny import build_tiny_model
 
 KOREAN = [
     "한결시의 인구는 약 12만 명이다.",

@@ -5,10 +5,11 @@ from __future__ import annotations
 import copy
 
 import pytest
-from conftest import set_dotted
+from helpers import set_dotted
 
-from koraft.errors import ParamError
-from koraft.params import check_base, check_raft, check_split, check_validate
+from koraft.core.config import check_seed
+from koraft.core.errors import ParamError
+from koraft.data.config import check_raft, check_split, check_validate
 
 
 def broken(params, dotted_key, value):
@@ -30,8 +31,8 @@ def broken(params, dotted_key, value):
     (check_raft, "raft.bm25.pool", 2.5, "raft.bm25.pool"),
     (check_split, "split.ratios.train", 0.7, "split.ratios"),
     (check_split, "split.ratios.val", -0.1, "split.ratios.val"),
-    (check_split, "split.seed", True, "split.seed"),
-    (check_base, "base.seed", "42", "base.seed"),
+    (check_split, "split.salt", True, "split.salt"),
+    (check_seed, "seed", "42", "seed"),
     (check_validate, "validate.lengths.answer", [5, 1], "validate.lengths.answer"),
     (check_validate, "validate.near_duplicates.bands", 7, "validate.near_duplicates.bands"),
     (check_validate, "validate.near_duplicates.threshold", 2, "validate.near_duplicates.threshold"),
@@ -51,7 +52,7 @@ def test_yaml_exponent_without_dot_gets_a_hint(params):
 
 
 def test_shipped_params_are_valid(params):
-    check_base(params)
+    check_seed(params)
     check_validate(params)
     check_split(params)
     check_raft(params)

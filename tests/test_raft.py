@@ -7,15 +7,14 @@ import random
 
 import numpy as np
 import pytest
-from conftest import synthetic_records
+from helpers import build_raft, synthetic_records
 
-from koraft.errors import KoraftError
-from koraft.morphemes import MorphemeTokenizer
-from koraft.neardup import text_hash
-from koraft.raft import build_raft
-from koraft.retrieval import BM25Index
-from koraft.split import assign_split
-from koraft.synth import generate
+from koraft.core.errors import KoraftError
+from koraft.core.morphemes import morpheme_tokenizer
+from koraft.data.bm25 import BM25Index
+from koraft.data.neardup import text_hash
+from koraft.data.split import assign_split
+from koraft.data.synth import generate
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +38,8 @@ def test_raft_invariants(records, raft_params, split_params, source, pool):
         assert len(distractors) == len(set(distractors)), "distractors repeat"
         assert row["doc_id"] not in distractors
         assert len(row["documents"]) == 5  # the context size is constant, golden or not
-        assert all(assign_split(d, split_params["ratios"], split_params["seed"]) == row["split"] for d in distractors)
-        assert row["split"] == assign_split(row["doc_id"], split_params["ratios"], split_params["seed"])
+        assert all(assign_split(d, split_params["ratios"], split_params["salt"]) == row["split"] for d in distractors)
+        assert row["split"] == assign_split(row["doc_id"], split_params["ratios"], split_params["salt"])
         if row["oracle_included"]:
             assert len(distractors) == 4 and row["documents"][row["oracle_index"]] == record["context"]
             others = [t for i, t in enumerate(row["documents"]) if i != row["oracle_index"]]
@@ -92,7 +91,7 @@ def test_deterministic_and_independent_of_record_order(records, raft_params, spl
 
 
 def test_bm25_over_morphemes_finds_inflected_matches():
-    tokenize = MorphemeTokenizer()
+    tokenize = morpheme_tokenizer()
     documents = [
         "한결시는 강원도에 있는 도시이며 인구는 약 12만 명이다.",
         "누리전자는 부산에 본사를 둔 반도체 기업이다.",
@@ -137,7 +136,7 @@ def test_bm25_rank_is_the_exhaustive_top_k_of_the_golden_pool(pool):
     """rank() against every document's score: the top k of the golden document's pool, golden
     excluded, positive scores only, ties by index; on a corpus with many exactly tied scores."""
     corpus = generate(300, seed=3)
-    tokenize = MorphemeTokenizer()
+    tokenize = morpheme_tokenizer()
     index = BM25Index(tokenize([doc.text for doc, _ in corpus]), k1=1.5, b=0.75, pool=pool)
     assert index.pools == math.ceil(300 / pool)
     golden = [d for d, (_, qas) in enumerate(corpus) for _ in qas]

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from koraft.errors import InputError
-from koraft.readers import InputSpec, infer_format, read_records
+from koraft.core.errors import InputError
+from koraft.data.readers import InputSpec, infer_format, read_records
 
 DOC = "서울특별시는 대한민국의 수도이며 인구는 약 940만 명이다."
 

@@ -7,13 +7,13 @@ import shutil
 
 import pytest
 import yaml
-from conftest import ROOT
+from helpers import ROOT
 from PIL import Image
 
-from koraft.card import render_card, write_card
-from koraft.errors import KoraftError
-from koraft.hub import push, stage_folder
-from koraft.report import load_run, write_report
+from koraft.core.errors import KoraftError
+from koraft.models.card import render_card, write_card
+from koraft.publish.hub import push, stage_folder
+from koraft.publish.report import load_run, write_report
 
 
 @pytest.fixture

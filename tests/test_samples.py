@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from transformers import AutoTokenizer
 
-from koraft.chat import render_prompt, text_sha256
-from koraft.presets import FAMILIES
-from koraft.samples import Encoder, build_samples
+from koraft.models.chat import render_prompt, text_sha256
+from koraft.models.presets import FAMILIES
+from koraft.models.samples import Encoder, build_samples
 
 FILLER = "이 문단은 질문과 관계가 없는 긴 설명을 담고 있으며 여러 번 되풀이된다. " * 8
 GOLDEN = FILLER + "한결시의 인구는 약 12만 명이다. " + FILLER

@@ -3,75 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, set_dotted
+from helpers import ROOT, commit_short_runs, edit_params, make_project, run, set_param, stage
 
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "koraft", "configs", "data/raw", "data/predictions",
-                 ".dvc/config", ".dvcignore"]
-OUTPUTS = ["data/validated/records.jsonl", "data/validated/rejects.jsonl", "data/raft/raft.jsonl",
-           "data/split/train.jsonl", "data/split/val.jsonl", "data/split/test.jsonl",
-           "metrics/validate.json", "metrics/raft.json", "metrics/split.json"]
-
-
-def env() -> dict:
-    # `dvc` and the stages' `python` must be this interpreter's, whatever PATH the caller had.
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-
-
-def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(args, cwd=cwd, env=env(), capture_output=True, text=True)
-    if check and result.returncode:
-        raise AssertionError(f"{args} failed:\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-def make_project(path: Path) -> Path:
-    """A fresh git + DVC repository holding the project's pipeline files, as a clone would."""
-    path.mkdir(parents=True)
-    for name in PROJECT_FILES:
-        source, target = ROOT / name, path / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, target)
-    (path / ".dvc" / ".gitignore").write_text("/config.local\n/tmp\n/cache\n")
-    run(["git", "init", "-q"], path)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], path)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "project"], path)
-    return path
-
-
-def edit_params(project: Path, change) -> None:
-    """Apply change(params) to the project's params.yaml."""
-    params = yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))
-    change(params)
-    (project / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
-
-
-def set_param(project: Path, dotted: str, value) -> None:
-    edit_params(project, lambda params: set_dotted(params, dotted, value))
-
-
-def commit_short_runs(project: Path, *sections: str) -> None:
-    """Three training steps for each section, committed so `dvc exp run` starts from them."""
-    for section in sections:
-        for key, value in {"max_steps": 3, "eval_steps": 2, "save_steps": 2, "logging_steps": 1}.items():
-            set_param(project, f"{section}.args.{key}", value)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "short runs"], project)
+OUTPUTS = ["data/validated/records.jsonl", "data/validated/rejects.jsonl",
+           *(f"data/{stage}/{name}.jsonl" for stage in ("split", "raft") for name in ("train", "val", "test")),
+           "metrics/validate.json", "metrics/split.json", "metrics/raft.json"]
 
 
 @pytest.fixture(scope="module")
 def reproduced(tmp_path_factory) -> Path:
     project = make_project(tmp_path_factory.mktemp("pipeline") / "project")
-    run(["dvc", "repro", "split"], project)
+    run(["dvc", "repro", "raft"], project)
     return project
 
 
@@ -84,10 +31,12 @@ def test_dvc_repro_split_builds_every_output(reproduced):
     assert validate["raw"] == len(records) + len(rejects) == validate["kept"] + validate["rejected"]
     assert validate["raw"] >= 300 and validate["documents"] >= 100
     split = json.loads((reproduced / "metrics/split.json").read_text())
-    assert set(split["leakage"].values()) == {0}
-    status = run(["dvc", "status", "split"], reproduced)
+    raft = json.loads((reproduced / "metrics/raft.json").read_text())
+    assert set(split["leakage"].values()) == set(raft["quality"]["leakage"].values()) == {0}
+    assert sum(split["records"].values()) == raft["records"] == validate["kept"]
+    status = run(["dvc", "status", "raft"], reproduced)
     assert "up to date" in status.stdout
-    assert "Data and pipelines are up to date" in run(["dvc", "repro", "split"], reproduced).stdout
+    assert "Data and pipelines are up to date" in run(["dvc", "repro", "raft"], reproduced).stdout
 
 
 def test_committed_lock_matches_a_fresh_run(reproduced):
@@ -96,15 +45,15 @@ def test_committed_lock_matches_a_fresh_run(reproduced):
     fresh = yaml.safe_load((reproduced / "dvc.lock").read_text())["stages"]
     committed = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]
     # The data stages are byte-deterministic; train output also depends on the machine's floating point.
-    for stage in fresh:
-        assert fresh[stage] == committed[stage], f"dvc.lock is stale for {stage}: run `dvc repro` and commit"
+    for name in fresh:
+        assert fresh[name] == committed[name], f"dvc.lock is stale for {name}: run `dvc repro` and commit"
     for name in ("metrics/validate.json", "metrics/raft.json", "metrics/split.json"):
         assert (reproduced / name).read_bytes() == (ROOT / name).read_bytes(), name
 
 
 def test_same_params_and_data_give_byte_identical_outputs(reproduced, tmp_path):
     again = make_project(tmp_path / "again")
-    run(["dvc", "repro", "split"], again)
+    run(["dvc", "repro", "raft"], again)
     for name in OUTPUTS:
         assert (again / name).read_bytes() == (reproduced / name).read_bytes(), name
 
@@ -113,20 +62,22 @@ def test_changed_param_reruns_only_downstream_stages(reproduced, tmp_path):
     project = tmp_path / "changed"
     shutil.copytree(reproduced, project)
     set_param(project, "raft.p_golden", 1.0)
-    out = run(["dvc", "repro", "split"], project).stdout
-    assert "Stage 'validate' didn't change" in out and "Running stage 'raft'" in out
-    split = json.loads((project / "metrics/split.json").read_text())
-    assert set(split["golden_included_share"].values()) == {1.0}
+    out = run(["dvc", "repro", "raft"], project).stdout
+    assert "Stage 'validate' didn't change" in out and "Stage 'split' didn't change" in out
+    assert "Running stage 'raft'" in out
+    raft = json.loads((project / "metrics/raft.json").read_text())
+    assert set(raft["quality"]["golden_included_share"].values()) == {1.0}
 
 
 def test_bad_param_fails_before_work_with_one_line(tmp_path):
     project = make_project(tmp_path / "bad")
     set_param(project, "raft.p_golden", 1.5)
-    run(["python", "stages/validate.py"], project)
-    result = run(["python", "stages/raft.py"], project, check=False)
+    stage("validate", project)
+    stage("split", project)
+    result = stage("raft", project, check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip() == "raft: error: params.yaml: raft.p_golden: must be in [0.0, 1.0], got 1.5"
-    assert not (project / "data/raft/raft.jsonl").exists()
+    assert not (project / "data/raft").exists()
 
 
 @pytest.mark.parametrize("content, expected", [
@@ -138,9 +89,26 @@ def test_unreadable_input_file_is_one_clear_line(tmp_path, content, expected):
     if content is not None:
         (project / "data/raw/extra.json").write_text(content, encoding="utf-8")
     edit_params(project, lambda params: params["validate"]["inputs"].append({"path": "data/raw/extra.json"}))
-    result = run(["python", "stages/validate.py"], project, check=False)
+    result = stage("validate", project, check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith(f"validate: error: {expected}") and result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("inputs, expected", [
+    ([{"path": "/etc/hostname", "format": "jsonl"}],
+     "params.yaml: validate.inputs[0].path: /etc/hostname is outside data/raw/, which dvc.yaml tracks"),
+    ([{"path": "data/raw/empty.jsonl"}], "validate kept 0 of 0 raw records"),
+    ([{"path": "data/raw/bad.jsonl"}], "validate kept 0 of 1 raw records {'missing_field': 1}"),
+])
+def test_inputs_outside_the_tracked_folder_or_keeping_nothing_fail_in_one_line(tmp_path, inputs, expected):
+    project = make_project(tmp_path / "inputs")
+    (project / "data/raw/empty.jsonl").write_text("", encoding="utf-8")
+    (project / "data/raw/bad.jsonl").write_text('{"question": "질문"}\n', encoding="utf-8")
+    edit_params(project, lambda params: params["validate"].update(inputs=inputs))
+    result = stage("validate", project, check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"validate: error: {expected}") and result.stderr.count("\n") == 1
+    assert not (project / "metrics/validate.json").exists()
 
 
 def test_train_stage_and_a_preset_experiment(reproduced, tmp_path):
@@ -168,17 +136,17 @@ def test_train_stage_and_a_preset_experiment(reproduced, tmp_path):
     assert "tiny-s" in json.dumps(shown)
 
 
-@pytest.mark.parametrize("stage, key, value, expected", [
+@pytest.mark.parametrize("name, key, value, expected", [
     ("train", "model.preset", "exaone-5", "params.yaml: model.preset: unknown preset 'exaone-5'"),
     ("distill", "distill.loss.divergence", "kl", "params.yaml: distill.loss.divergence: must be one of forward_kl"),
 ])
-def test_model_stage_bad_param_is_one_line(stage, key, value, expected, reproduced, tmp_path):
-    project = tmp_path / f"bad-{stage}"
+def test_model_stage_bad_param_is_one_line(name, key, value, expected, reproduced, tmp_path):
+    project = tmp_path / f"bad-{name}"
     shutil.copytree(reproduced, project)
     set_param(project, key, value)
-    result = run(["python", f"stages/{stage}.py"], project, check=False)
+    result = stage(name, project, check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.startswith(f"{stage}: error: {expected}") and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"{name}: error: {expected}") and result.stderr.count("\n") == 1
 
 
 def test_distill_stage_reuses_the_teacher_cache_across_student_experiments(reproduced, tmp_path):
@@ -220,7 +188,7 @@ def test_evaluate_stage_scores_every_variant_then_a_predictions_file(reproduced,
     assert "finetuned.f1" in table and "comparisons.finetuned_vs_base.f1.low" in table
     assert "Data and pipelines are up to date" in run(["dvc", "repro", "evaluate"], project).stdout
 
-    test = [json.loads(line) for line in (project / "data/split/test.jsonl").read_text().splitlines()]
+    test = [json.loads(line) for line in (project / "data/raft/test.jsonl").read_text().splitlines()]
     (project / "data/predictions/api.jsonl").write_text("".join(
         json.dumps({"id": row["id"], "prediction": f"<ANSWER>: {row['answer']}"}, ensure_ascii=False) + "\n"
         for row in test), encoding="utf-8")

@@ -2,39 +2,20 @@
 
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
 import torch
+from helpers import Crash, model_params, paths, quick
 from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-from koraft.errors import KoraftError
-from koraft.merge import merge_adapter
-from koraft.presets import FAMILIES
-from koraft.samples import Encoder, build_samples
-from koraft.train import TrainPaths, train
-
-
-def quick(params: dict, method: str = "lora", steps: int = 6, **args) -> dict:
-    """The project's train params, shortened to a few steps."""
-    quick_params = copy.deepcopy(params["train"])
-    quick_params["method"] = method
-    quick_params["args"].update({"max_steps": steps, "logging_steps": 1, "eval_steps": 2, "save_steps": 2,
-                                 "per_device_train_batch_size": 4, "per_device_eval_batch_size": 4,
-                                 "disable_tqdm": True, "learning_rate": 1.0e-3, **args})
-    return quick_params
-
-
-def model_params(params: dict, preset: str = "tiny-s") -> dict:
-    return {**params["model"], "preset": preset}
-
-
-def paths(root, tiny_models) -> TrainPaths:
-    return TrainPaths(adapter=root / "adapter", checkpoints=root / "checkpoints", plots=root / "plots",
-                      tiny_models=tiny_models)
+from koraft.core.errors import KoraftError
+from koraft.models.presets import FAMILIES
+from koraft.models.samples import Encoder, build_samples
+from koraft.publish.merge import merge_adapter
+from koraft.training.train import train
 
 
 def fixed_batch_loss(model, tokenizer, rows: list[dict], system_prompt: str) -> float:
@@ -90,17 +71,6 @@ def test_qlora_loads_the_base_in_4_bit_nf4(params, raft_rows, tiny_models, tmp_p
     train(raft_rows["train"][:4], [], model_params(params), quick(params, "qlora", steps=1),
           paths(tmp_path, tiny_models), callbacks=[inspect])
     assert inspect.quant_types == {"nf4"} and inspect.double == {True}
-
-
-class Crash(TrainerCallback):
-    """Stops the run right after a checkpoint is written, as a kill at that moment would."""
-
-    def __init__(self, at_step: int):
-        self.at_step = at_step
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.global_step == self.at_step:
-            raise KeyboardInterrupt(f"killed after step {state.global_step}")
 
 
 def test_interrupted_run_resumes_to_the_same_adapter(params, raft_rows, tiny_models, tmp_path):

@@ -6,13 +6,12 @@ import json
 import random
 import unicodedata
 
-from conftest import write_jsonl
+from helpers import validate_inputs, write_jsonl
 
-from koraft.neardup import group_documents
-from koraft.normalize import clean_text
-from koraft.readers import InputSpec, RawRecord
-from koraft.schema import Record, Reject, check_record
-from koraft.validation import validate_inputs
+from koraft.data.neardup import group_documents
+from koraft.data.normalize import clean_text
+from koraft.data.readers import InputSpec, RawRecord
+from koraft.data.schema import Record, Reject, check_record
 
 DOC = "한결시는 강원도 북부에 위치한 도시이다. 2020년 기준 한결시의 인구는 약 12만 명이다."
 LENGTHS = {"question": [2, 100], "context": [20, 1000], "answer": [1, 50], "cot": [10, 500]}

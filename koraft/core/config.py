@@ -1,0 +1,89 @@
+"""Load params.yaml and check each stage's section before any work is done.
+
+Each check returns the section unchanged when it is valid and raises ParamError naming the
+dotted key otherwise, so a typo costs one line of output instead of a deep traceback.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from koraft.core.errors import KoraftError, ParamError
+
+
+def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            params = yaml.safe_load(handle)
+    except FileNotFoundError:
+        raise KoraftError(f"{path}: file not found (run from the repository root)") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise KoraftError(f"{path}{line}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(params, dict):
+        raise KoraftError(f"{path}: expected a mapping of sections")
+    return params
+
+
+def section(params: dict[str, Any], name: str, prefix: str = "") -> dict[str, Any]:
+    """params[name] as a mapping; `prefix` is the dotted path of `params` itself, for the error."""
+    value = params.get(name)
+    if not isinstance(value, dict):
+        raise ParamError(f"{prefix}{name}", "section is missing or not a mapping")
+    return value
+
+
+def reject_unknown_keys(mapping: dict[str, Any], allowed: set[str], key: str, hint: str = "") -> None:
+    """ParamError naming `key` when `mapping` has keys outside `allowed`."""
+    unknown = set(mapping) - allowed
+    if unknown:
+        raise ParamError(key, f"unknown keys {sorted(unknown)}" + (f"; {hint}" if hint else ""))
+
+
+def check_number(params: dict, key: str, prefix: str, low: float, high: float, integer: bool = False) -> float:
+    value = params.get(key)
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        hint = " (write floats like 2.0e-4: YAML reads 2e-4 as a string)" if isinstance(value, str) else ""
+        raise ParamError(f"{prefix}.{key}" if prefix else key, f"must be {kind}, got {value!r}{hint}")
+    if not (low <= value <= high) or (isinstance(value, float) and math.isnan(value)):
+        raise ParamError(f"{prefix}.{key}" if prefix else key, f"must be in [{low}, {high}], got {value!r}")
+    return value
+
+
+def check_choice(params: dict, key: str, prefix: str, choices: tuple[str, ...]) -> str:
+    value = params.get(key)
+    if value not in choices:
+        raise ParamError(f"{prefix}.{key}", f"must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def check_text(params: dict, key: str, prefix: str) -> str:
+    value = params.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise ParamError(f"{prefix}.{key}", f"must be a non-empty string, got {value!r}")
+    return value
+
+
+
+
+def check_inside(path: str | Path, folders: list[Path], key: str) -> Path:
+    """`path` as given, when it lies under one of the stage's declared dependency folders.
+
+    DVC hashes only what a stage declares; a file read from elsewhere would change without rerunning it.
+    """
+    resolved = Path(path).resolve()
+    if not any(resolved.is_relative_to(folder.resolve()) for folder in folders):
+        where = ", ".join(f"{folder}/" for folder in folders)
+        raise ParamError(key, f"{path} is outside {where}, which dvc.yaml tracks for this stage: move the file there")
+    return Path(path)
+
+
+def check_seed(params: dict[str, Any]) -> int:
+    """The top-level seed: every random draw of every stage (raft, train, distill, bootstrap) starts from it."""
+    return check_number(params, "seed", "", 0, 2**32 - 1, integer=True)

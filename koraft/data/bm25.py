@@ -1,0 +1,115 @@
+"""BM25 over Kiwi morphemes (koraft.core.morphemes), for hard-negative distractors.
+
+The index is a sparse matrix built while the documents stream in, so memory holds term weights,
+never the documents' token lists. Exact top-k over a whole split costs every question a pass over
+every document, which grows with records x documents; so documents are dealt into pools of at most
+`pool` documents, and a question is ranked within its golden document's pool. Scores still use
+the idf and average length of all documents, so a pool only limits where distractors come from.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections import Counter
+from collections.abc import Iterable
+
+import numpy as np
+from scipy import sparse
+
+_SCORES_PER_CHUNK = 1 << 22  # queries x pool documents scored at once: 32 MiB of float64
+
+
+class BM25Index:
+    """Okapi BM25 with Lucene's non-negative idf, ranked within pools of documents."""
+
+    def __init__(self, documents: Iterable[list[str]], k1: float, b: float, pool: int) -> None:
+        """`documents` may be a generator: each one's term counts go into compact arrays as it comes.
+
+        Document i belongs to pool i % pools, with pools = ceil(documents / pool): pools differ in
+        size by at most one, and documents in sorted order are spread over all of them.
+        """
+        self.vocabulary: dict[str, int] = {}
+        rows, cols, counts = array("i"), array("i"), array("f")
+        size = 0
+        for row, tokens in enumerate(documents):
+            size = row + 1
+            for term, count in Counter(tokens).items():
+                rows.append(row)
+                cols.append(self.vocabulary.setdefault(term, len(self.vocabulary)))
+                counts.append(count)
+        self.size = size
+        self.pools = max(1, -(-size // pool))
+        # Terms x documents, holding term counts and then BM25 weights: a query row times it gives scores.
+        matrix = sparse.csr_matrix((np.frombuffer(counts, np.float32),
+                                    (np.frombuffer(cols, np.int32), np.frombuffer(rows, np.int32))),
+                                   shape=(max(len(self.vocabulary), 1), size))
+        del rows, cols, counts
+        doc_freq = np.diff(matrix.indptr)
+        idf = np.log1p((size - doc_freq + 0.5) / (doc_freq + 0.5)).astype(np.float32)
+        lengths = np.bincount(matrix.indices, weights=matrix.data, minlength=size)
+        norm = (k1 * (1 - b + b * lengths / max(lengths.mean(), 1e-9))).astype(np.float32)
+        tf = matrix.data
+        term_of_entry = np.repeat(np.arange(len(doc_freq)), doc_freq)
+        # Weights are rounded to float32 once; queries sum them in float64, which is exact, so equal
+        # scores are truly equal whatever the order of addition, and ties fall to document index.
+        matrix.data = (idf[term_of_entry] * tf * np.float32(k1 + 1) / (tf + norm[matrix.indices])).astype(np.float64)
+        self._terms = matrix.shape[0]
+        self._pool_weights = [matrix[:, pool_index::self.pools].tocsr() for pool_index in range(self.pools)]
+
+    def scores(self, tokens: list[str]) -> np.ndarray:
+        """One query's score for every document, whatever its pool: the exhaustive reference for `rank`."""
+        total = np.zeros(self.size)
+        query = self._query_matrix([tokens])
+        for pool_index, pool_weights in enumerate(self._pool_weights):
+            total[pool_index::self.pools] = query.dot(pool_weights).toarray().ravel()
+        return total
+
+    def rank(self, queries: list[list[str]], golden: list[int], k: int) -> list[list[int]]:
+        """For each query, up to k document indices with a positive score, best first.
+
+        Query i is ranked among the documents of golden[i]'s pool, never golden[i] itself.
+        Ties are broken by document index, so results are deterministic.
+        """
+        ranked: list[list[int]] = [[] for _ in queries]
+        golden_array = np.asarray(golden, np.int64)
+        for pool_index, pool_weights in enumerate(self._pool_weights):
+            members = np.flatnonzero(golden_array % self.pools == pool_index)
+            chunk = max(1, _SCORES_PER_CHUNK // max(pool_weights.shape[1], 1))
+            for start in range(0, len(members), chunk):
+                part = members[start:start + chunk]
+                scores = self._query_matrix([queries[i] for i in part]).dot(pool_weights).toarray()
+                scores[np.arange(len(part)), golden_array[part] // self.pools] = 0.0
+                for i, local in zip(part, _top_k(scores, k), strict=True):
+                    ranked[i] = (local * self.pools + pool_index).tolist()
+        return ranked
+
+    def _query_matrix(self, queries: list[list[str]]) -> sparse.csr_matrix:
+        """Queries x terms, 1 where the query holds the term (a repeated term counts once)."""
+        rows, cols = [], []
+        for row, tokens in enumerate(queries):
+            terms = sorted({self.vocabulary[t] for t in tokens if t in self.vocabulary})
+            rows.extend([row] * len(terms))
+            cols.extend(terms)
+        return sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(queries), self._terms))
+
+
+def _top_k(scores: np.ndarray, k: int) -> list[np.ndarray]:
+    """Per row of `scores`, the column indices of its k best positive scores, ties by column index."""
+    if k == 0 or scores.shape[1] == 0:
+        return [np.empty(0, np.int64) for _ in scores]
+    # The k-th largest value per row, by knocking out the row maximum k times: for a small k, k
+    # vectorised argmax passes are several times faster than np.partition over the row.
+    everyone = np.arange(len(scores))
+    knocked = []
+    for _ in range(min(k, scores.shape[1])):
+        best = scores.argmax(axis=1)
+        knocked.append((best, scores[everyone, best]))
+        scores[everyone, best] = -np.inf
+    for best, values in knocked:
+        scores[everyone, best] = values
+    kth = knocked[-1][1]
+    rows, cols = np.nonzero((scores >= kth[:, None]) & (scores > 0))  # the top k and all ties with the k-th
+    order = np.lexsort((cols, -scores[rows, cols], rows))
+    rows, cols = rows[order], cols[order]
+    starts = np.searchsorted(rows, np.arange(len(scores) + 1))
+    return [cols[start:min(start + k, end)] for start, end in zip(starts[:-1], starts[1:], strict=True)]

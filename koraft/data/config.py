@@ -1,0 +1,95 @@
+"""The data stages' params sections (validate, split, raft), each checked before any record is read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from koraft.core.config import check_choice, check_number, check_text, reject_unknown_keys, section
+from koraft.core.errors import ParamError
+from koraft.data.readers import FIELDS, FORMATS, InputSpec, infer_format
+from koraft.data.schema import TEXT_FIELDS
+from koraft.data.split import SPLITS
+
+DISTRACTOR_SOURCES = ("random", "bm25")
+OMITTED_GOLDEN_TARGETS = ("recall", "abstain")
+
+
+def check_validate(params: dict[str, Any]) -> tuple[dict[str, Any], list[InputSpec]]:
+    validate = section(params, "validate")
+    inputs = validate.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise ParamError("validate.inputs", "must be a non-empty list of {path, format, columns}")
+    specs = []
+    for i, entry in enumerate(inputs):
+        key = f"validate.inputs[{i}]"
+        if isinstance(entry, str):
+            entry = {"path": entry}
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            raise ParamError(key, "must be a path or a mapping with a 'path' string")
+        reject_unknown_keys(entry, {"path", "format", "columns", "id_prefix"}, key)
+        fmt = entry.get("format") or infer_format(entry["path"])
+        if fmt not in FORMATS:
+            raise ParamError(f"{key}.format", f"must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        columns = entry.get("columns") or {}
+        if not isinstance(columns, dict) or not all(isinstance(v, str) for v in columns.values()):
+            raise ParamError(f"{key}.columns", "must map field names to column names (strings)")
+        bad = set(columns) - set(FIELDS)
+        if bad:
+            raise ParamError(f"{key}.columns", f"unknown fields {sorted(bad)}; fields are {', '.join(FIELDS)}")
+        prefix = entry.get("id_prefix", "")
+        if not isinstance(prefix, str):
+            raise ParamError(f"{key}.id_prefix", f"must be a string, got {prefix!r}")
+        specs.append(InputSpec(entry["path"], fmt, dict(columns), prefix))
+    paths = [spec.path for spec in specs]
+    if len(set(paths)) != len(paths):
+        raise ParamError("validate.inputs", "lists the same path twice")
+
+    lengths = validate.get("lengths")
+    if not isinstance(lengths, dict):
+        raise ParamError("validate.lengths", "must map each text field to [min, max] characters")
+    for name in TEXT_FIELDS:
+        bounds = lengths.get(name)
+        valid = isinstance(bounds, list) and len(bounds) == 2 and all(
+            isinstance(b, int) and not isinstance(b, bool) for b in bounds
+        )
+        if not valid or not 1 <= bounds[0] <= bounds[1]:
+            raise ParamError(f"validate.lengths.{name}", f"must be [min, max] with 1 <= min <= max, got {bounds!r}")
+
+    near = section(validate, "near_duplicates", "validate.")
+    check_number(near, "threshold", "validate.near_duplicates", 0.0, 1.0)
+    check_number(near, "shingle_size", "validate.near_duplicates", 1, 64, integer=True)
+    num_perm = check_number(near, "num_perm", "validate.near_duplicates", 8, 1024, integer=True)
+    bands = check_number(near, "bands", "validate.near_duplicates", 1, num_perm, integer=True)
+    if num_perm % bands:
+        raise ParamError("validate.near_duplicates.bands", f"must divide num_perm ({num_perm}), got {bands}")
+    return validate, specs
+
+
+def check_split(params: dict[str, Any]) -> dict[str, Any]:
+    split = section(params, "split")
+    check_number(split, "salt", "split", 0, 2**32 - 1, integer=True)
+    ratios = split.get("ratios")
+    if not isinstance(ratios, dict) or set(ratios) != set(SPLITS):
+        raise ParamError("split.ratios", f"must map exactly {', '.join(SPLITS)} to shares")
+    for name in SPLITS:
+        check_number(ratios, name, "split.ratios", 0.0, 1.0)
+    if abs(sum(ratios.values()) - 1.0) > 1e-6:
+        raise ParamError("split.ratios", f"must sum to 1, got {sum(ratios.values()):.6g}")
+    if ratios["train"] == 0:
+        raise ParamError("split.ratios.train", "must be above 0")
+    return split
+
+
+def check_raft(params: dict[str, Any]) -> dict[str, Any]:
+    raft = section(params, "raft")
+    check_number(raft, "num_distractors", "raft", 0, 100, integer=True)
+    check_number(raft, "p_golden", "raft", 0.0, 1.0)
+    check_choice(raft, "distractor_source", "raft", DISTRACTOR_SOURCES)
+    check_choice(raft, "omitted_golden_target", "raft", OMITTED_GOLDEN_TARGETS)
+    for key in ("abstain_answer", "instruction", "cot_instruction"):
+        check_text(raft, key, "raft")
+    bm25 = section(raft, "bm25", "raft.")
+    check_number(bm25, "k1", "raft.bm25", 0.0, 10.0)
+    check_number(bm25, "b", "raft.bm25", 0.0, 1.0)
+    check_number(bm25, "pool", "raft.bm25", 1, 10**9, integer=True)
+    return raft

@@ -1,0 +1,103 @@
+"""Schema checks and cleanup for one raw record: it becomes a Record or a Reject with a reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from koraft.core.formats import quotes
+from koraft.data.normalize import clean_text, has_invalid_utf8
+from koraft.data.readers import RawRecord
+
+REQUIRED = ("question", "context", "answer")
+TEXT_FIELDS = ("question", "context", "answer", "cot")
+# How much of each raw field a rejects line keeps: enough to find the record, not a copy of a huge field.
+_REJECT_PREVIEW_CHARS = 200
+
+
+@dataclass(frozen=True)
+class Record:
+    """A validated, normalized record; `doc_id` is filled in after near-duplicate grouping."""
+
+    id: str
+    question: str
+    context: str
+    answer: str
+    cot: str | None
+    source: str
+
+
+@dataclass(frozen=True)
+class Reject:
+    source: str
+    reason: str
+    field: str | None
+    detail: str
+    raw: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "reason": self.reason, "field": self.field,
+                "detail": self.detail, "raw": _preview(self.raw)}
+
+
+def check_record(raw: RawRecord, lengths: dict[str, list[int]], id_prefix: str = "") -> Record | Reject:
+    """Validate and clean one raw record; `lengths` maps a field to [min, max] characters."""
+
+    def reject(reason: str, field: str | None, detail: str) -> Reject:
+        return Reject(raw.source, reason, field, detail, raw.fields)
+
+    if raw.problem:
+        return reject(raw.problem[0], None, raw.problem[1])
+    values = raw.fields
+    for name in REQUIRED:
+        if values.get(name) is None:
+            return reject("missing_field", name, f"'{name}' is {'null' if name in values else 'missing'}")
+    for name in TEXT_FIELDS:
+        value = values.get(name)
+        if value is not None and not isinstance(value, str):
+            return reject("wrong_type", name, f"'{name}' must be a string, got {type(value).__name__}")
+        if value is not None and has_invalid_utf8(value):
+            return reject("invalid_utf8", name, f"'{name}' contains bytes that are not valid UTF-8")
+    raw_id = values.get("id")
+    if raw_id is not None and (isinstance(raw_id, bool) or not isinstance(raw_id, (str, int))):
+        return reject("wrong_type", "id", f"'id' must be a string or integer, got {type(raw_id).__name__}")
+
+    cleaned = {name: clean_text(values[name]) for name in TEXT_FIELDS if values.get(name) is not None}
+    if "cot" in cleaned and not cleaned["cot"]:
+        del cleaned["cot"]  # an empty optional chain of thought is simply absent
+    for name, text in cleaned.items():
+        if not text:
+            return reject("empty_field", name, f"'{name}' is empty or whitespace-only")
+        low, high = lengths[name]
+        if len(text) < low:
+            return reject("too_short", name, f"'{name}' has {len(text)} characters, minimum is {low}")
+        if len(text) > high:
+            return reject("too_long", name, f"'{name}' has {len(text)} characters, maximum is {high}")
+
+    cot = cleaned.get("cot")
+    if cot is not None:
+        missing = [quote for quote in quotes(cot) if quote not in cleaned["context"]]
+        if missing:
+            return reject("cot_quote_not_in_context", "cot", f"quote not found verbatim in context: {missing[0]!r}")
+    record_id = clean_text(str(raw_id)) if raw_id is not None else ""
+    if raw_id is not None and not record_id:
+        return reject("empty_field", "id", "'id' is empty or whitespace-only")
+    return Record(
+        id=f"{id_prefix}{record_id}" if record_id else "",  # content-hash ids are assigned later
+        question=cleaned["question"],
+        context=cleaned["context"],
+        answer=cleaned["answer"],
+        cot=cot,
+        source=raw.source,
+    )
+
+
+def _preview(fields: dict[str, Any]) -> dict[str, Any]:
+    preview = {}
+    for name, value in fields.items():
+        if isinstance(value, str):
+            value = value.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates -> \xNN
+            if len(value) > _REJECT_PREVIEW_CHARS:
+                value = value[:_REJECT_PREVIEW_CHARS] + f"... ({len(value)} characters)"
+        preview[name] = value
+    return preview

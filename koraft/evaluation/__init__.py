@@ -1,0 +1,1 @@
+"""The evaluate stage: decoding, answer extraction, Korean metrics, embedding scores, bootstrap intervals."""

@@ -1,0 +1,247 @@
+"""Write a markdown report of the workspace's run or of chosen DVC experiments.
+
+    python -m koraft.publish.report NAME                      # the workspace (after dvc repro)
+    python -m koraft.publish.report NAME --exp EXP_A EXP_B    # experiments, by the names `dvc exp show` lists
+
+Writes reports/NAME.md and its PNGs in reports/NAME/: per run, the evaluation table per variant,
+the bootstrap intervals, a metric bar chart, the train and distill loss curves, and the best and
+worst fine-tuned answers; with several runs, a table and a chart across them and the params that
+differ. Everything is read from the committed metrics files (`metrics/`), from the workspace or,
+for an experiment, from its git commit: nothing is recomputed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from koraft.core.errors import KoraftError
+from koraft.evaluation.evaluate import METRIC_LABELS, VARIANTS, systems
+
+TABLE = {metric: METRIC_LABELS[metric] for metric in ("f1", "exact_match", "rougeL", "rougeL_char", "bleu", "chrf",
+                                                      "bertscore_f1", "cosine")}
+CHART = ("f1", "rougeL", "rougeL_char", "bertscore_f1", "cosine")  # the [0, 1] metrics, one bar each
+CURVES = {"train loss": "metrics/train/plots/metrics/train/loss.tsv",
+          "train eval loss": "metrics/train/plots/metrics/eval/loss.tsv",
+          "distill loss": "metrics/distill/plots/metrics/train/loss.tsv",
+          "distill eval loss": "metrics/distill/plots/metrics/eval/loss.tsv"}
+
+
+@dataclass
+class Run:
+    label: str
+    evaluation: dict[str, Any]
+    predictions: list[dict[str, Any]]
+    params: dict[str, Any]
+    curves: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+
+
+def read_text(path: str, revision: str | None) -> str | None:
+    """A file of the workspace, or of a git revision (experiments are commits); None when absent."""
+    if revision is None:
+        file = Path(path)
+        return file.read_text(encoding="utf-8") if file.exists() else None
+    shown = subprocess.run(["git", "show", f"{revision}:{path}"], capture_output=True, text=True)
+    return shown.stdout if shown.returncode == 0 else None
+
+
+def load_run(label: str, revision: str | None) -> Run:
+    import yaml
+
+    evaluation = read_text("metrics/eval.json", revision)
+    if evaluation is None:
+        where = f"experiment {label}" if revision else "the workspace"
+        raise KoraftError(f"report: {where} has no metrics/eval.json; run `dvc repro` (or the experiment) first")
+    predictions = read_text("metrics/eval/predictions.jsonl", revision) or ""
+    curves = {}
+    for name, path in CURVES.items():
+        text = read_text(path, revision)
+        if text:
+            rows = [line.split("\t") for line in text.strip().splitlines()[1:]]
+            curves[name] = [(float(step), float(value)) for step, value in rows]
+    return Run(label, json.loads(evaluation), [json.loads(line) for line in predictions.splitlines() if line.strip()],
+               yaml.safe_load(read_text("params.yaml", revision) or "{}"), curves)
+
+
+def experiment_revisions(names: list[str]) -> dict[str, str]:
+    """Experiment name -> its commit, from `dvc exp show --json`."""
+    shown = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True)
+    if shown.returncode:
+        raise KoraftError(f"report: dvc exp show failed: {shown.stderr.strip().splitlines()[-1:]}")
+    known = {exp["name"]: exp["revs"][0]["rev"] for baseline in json.loads(shown.stdout)
+             for exp in (baseline.get("experiments") or []) if exp.get("name")}
+    missing = [name for name in names if name not in known]
+    if missing:
+        raise KoraftError(f"report: no experiment named {', '.join(missing)}; `dvc exp show` lists "
+                          f"{', '.join(sorted(known)) or 'none'}")
+    return {name: known[name] for name in names}
+
+
+def cell(text: Any, width: int = 120) -> str:
+    text = " ".join(str(text).split()).replace("|", "\\|")
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def metrics_table(run: Run) -> list[str]:
+    lines = ["| variant | " + " | ".join(TABLE.values()) + " | F1, golden given | F1, golden absent | "
+             "answers extracted | quotes verbatim |", "|---" * (len(TABLE) + 5) + "|"]
+    for name in systems(run.evaluation):
+        values = run.evaluation[name]
+        golden, reasoning = values["by_golden"], values["reasoning"]
+        row = [values.get(metric) for metric in TABLE] + [
+            golden["present"].get("f1"), golden["absent"].get("f1"), reasoning.get("answer_extraction_rate"),
+            reasoning.get("quote_validity")]
+        lines.append(f"| {name} | " + " | ".join("–" if v is None else f"{v:g}" for v in row) + " |")
+    return lines
+
+
+def intervals_table(run: Run) -> list[str]:
+    comparisons = run.evaluation.get("comparisons", {})
+    if not comparisons:
+        return []
+    confidence = run.evaluation.get("scoring", {}).get("bootstrap", {}).get("confidence", 0.95)
+    lines = [f"| comparison | metric | change | {confidence:.0%} interval | B better in |", "|---|---|---|---|---|"]
+    for label, metrics in comparisons.items():
+        for metric, value in metrics.items():
+            verdict = " (ahead)" if value["low"] > 0 else " (behind)" if value["high"] < 0 else ""
+            lines.append(f"| {label.replace('_vs_', ' vs ')} | {TABLE.get(metric, metric)} | {value['delta']:+g} | "
+                         f"[{value['low']:+g}, {value['high']:+g}]{verdict} | {value['share_better']:.0%} |")
+    return lines
+
+
+def examples(run: Run, count: int) -> list[str]:
+    """The best and worst answers of the fine-tuned model (or the first system), by F1."""
+    names = systems(run.evaluation)
+    if not names or not run.predictions:
+        return []
+    name = "finetuned" if "finetuned" in names else names[0]
+    ranked = sorted(run.predictions, key=lambda row: (-row["outputs"][name]["scores"]["f1"], row["id"]))
+    lines = []
+    for title, rows in (("Best", ranked[:count]), ("Worst", ranked[::-1][:count])):
+        lines += [f"**{title} {len(rows)} answers of `{name}`** (by F1)", "",
+                  "| question | reference | answer | F1 |", "|---|---|---|---|"]
+        lines += [f"| {cell(row['question'], 60)} | {cell(row['reference'], 40)} | "
+                  f"{cell(row['outputs'][name]['answer'], 60)} | {row['outputs'][name]['scores']['f1']:g} |"
+                  for row in rows]
+        lines.append("")
+    return lines
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(plt, figure, path: Path) -> None:
+    figure.tight_layout()
+    figure.savefig(path, dpi=100, metadata={"Software": None})  # no version stamp: same data, same bytes
+    plt.close(figure)
+
+
+def bar_chart(path: Path, groups: list[str], series: dict[str, list[float]], title: str) -> None:
+    """Grouped bars: one group per entry of `groups`, one bar per series."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(max(6, 1.6 * len(groups)), 3.6))
+    width = 0.8 / max(len(series), 1)
+    for index, (name, values) in enumerate(series.items()):
+        axes.bar([g + (index - (len(series) - 1) / 2) * width for g in range(len(groups))], values, width, label=name)
+    axes.set_xticks(range(len(groups)), groups)
+    axes.set_ylim(0, 1)
+    axes.set_title(title)
+    axes.legend(fontsize="small", ncols=min(len(series), 5))
+    _save(plt, figure, path)
+
+
+def loss_chart(path: Path, curves: dict[str, list[tuple[float, float]]], title: str) -> None:
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(7, 3.6))
+    for name, points in curves.items():
+        axes.plot([step for step, _ in points], [value for _, value in points], label=name, marker=".")
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss")
+    axes.set_title(title)
+    axes.legend(fontsize="small")
+    _save(plt, figure, path)
+
+
+def changed_params(runs: list[Run]) -> list[str]:
+    def flat(mapping: dict, prefix: str = "") -> dict[str, Any]:
+        out = {}
+        for key, value in mapping.items():
+            out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+        return out
+
+    tables = [flat(run.params) for run in runs]
+    keys = sorted(key for key in set().union(*tables) if len({json.dumps(t.get(key)) for t in tables}) > 1)
+    if not keys:
+        return []
+    lines = ["| param | " + " | ".join(run.label for run in runs) + " |", "|---" * (len(runs) + 1) + "|"]
+    lines += [f"| {key} | " + " | ".join(cell(t.get(key, "–"), 40) for t in tables) + " |" for key in keys]
+    return lines
+
+
+def write_report(name: str, runs: list[Run], out_dir: Path = Path("reports"), top: int = 5) -> Path:
+    figures = out_dir / name
+    figures.mkdir(parents=True, exist_ok=True)
+    lines = [f"# koraft report: {name}", ""]
+    if len(runs) > 1:
+        lines += ["## Runs compared", "", "| run | " + " | ".join(f"{v} F1" for v in VARIANTS) + " |",
+                  "|---" * (len(VARIANTS) + 1) + "|"]
+        for run in runs:
+            lines.append(f"| {run.label} | " + " | ".join(
+                f"{run.evaluation[v]['f1']:g}" if v in run.evaluation else "–" for v in VARIANTS) + " |")
+        bar_chart(figures / "runs.png", [run.label for run in runs],
+                  {v: [run.evaluation.get(v, {}).get("f1", 0.0) for run in runs] for v in VARIANTS}, "F1 by run")
+        lines += ["", "![F1 by run](" + f"{name}/runs.png)", ""]
+        params = changed_params(runs)
+        lines += (["### Params that differ", "", *params, ""] if params else [])
+    for run in runs:
+        slug = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in run.label)
+        lines += [f"## {run.label}", "", *metrics_table(run), "",
+                  "BLEU and chrF are on sacrebleu's 0-100 scale, the rest in [0, 1].", ""]
+        intervals = intervals_table(run)
+        lines += (["### Paired bootstrap intervals", "", *intervals, ""] if intervals else [])
+        names = systems(run.evaluation)
+        bar_chart(figures / f"metrics_{slug}.png", [TABLE[m] for m in CHART],
+                  {n: [run.evaluation[n].get(m, 0.0) for m in CHART] for n in names}, f"{run.label}: metrics")
+        lines += [f"![metrics]({name}/metrics_{slug}.png)", ""]
+        if run.curves:
+            loss_chart(figures / f"loss_{slug}.png", run.curves, f"{run.label}: loss")
+            lines += [f"![loss curves]({name}/loss_{slug}.png)", ""]
+        lines += examples(run, top)
+        lines += [f"> warning: {cell(warning, 400)}" for warning in run.evaluation.get("warnings", [])]
+        lines.append("")
+    path = out_dir / f"{name}.md"
+    path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+    return path
+
+
+def main() -> None:
+    from koraft.core.cli import run_stage
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name", help="writes reports/NAME.md and reports/NAME/*.png")
+    parser.add_argument("--exp", nargs="+", default=[], help="experiment names; default: the workspace")
+    parser.add_argument("--top", type=int, default=5, help="best and worst answers shown per run")
+    args = parser.parse_args()
+
+    def report() -> None:
+        if args.exp:
+            runs = [load_run(label, revision) for label, revision in experiment_revisions(args.exp).items()]
+        else:
+            runs = [load_run("workspace", None)]
+        print(f"report: wrote {write_report(args.name, runs, top=args.top)}")
+
+    run_stage("report", report)
+
+
+if __name__ == "__main__":
+    main()
