@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 
 import pytest
@@ -35,7 +36,8 @@ def eval_paths(params, raft_rows, teacher_adapter, tiny_models, tmp_path_factory
     located = where(root, teacher_adapter, tiny_models)
     build_teacher_cache(rows, val, settings, teacher_adapter, located.cache)
     distill(rows, val, settings, located)
-    return EvalPaths(adapter=teacher_adapter, student=located.student.adapter, tiny_models=tiny_models)
+    return EvalPaths(adapter=teacher_adapter, student=located.student.adapter, tiny_models=tiny_models,
+                     predictions=root)
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +133,7 @@ def test_stop_tokens_include_the_family_end_of_turn(family, stop, tmp_path):
 
 
 def test_a_missing_trained_model_is_a_clear_error(params, raft_rows, eval_paths, tmp_path):
-    missing = EvalPaths(adapter=eval_paths.adapter, student=tmp_path / "nowhere", tiny_models=eval_paths.tiny_models)
+    missing = dataclasses.replace(eval_paths, student=tmp_path / "nowhere")
     with pytest.raises(KoraftError, match=r"eval.variants.distilled: .*nowhere has no trained model; run `dvc "
                                           r"repro distill` first, or set eval.variants.distilled: false"):
         evaluate(raft_rows["test"][:2], eval_params(params), missing)
@@ -151,8 +153,7 @@ def test_predictions_file_is_scored_without_a_model(params, raft_rows, tmp_path)
     path = tmp_path / "api_model.jsonl"
     write_predictions(path, answers)
     # No model folder exists at these paths: nothing may be loaded.
-    nowhere = EvalPaths(adapter=tmp_path / "a", student=tmp_path / "b", tiny_models=tmp_path / "c")
-    metrics, review = evaluate(rows, eval_params(params, predictions_file=str(path)), nowhere)
+    metrics, review = evaluate(rows, eval_params(params, predictions_file=str(path)), unused_paths(tmp_path))
     assert metrics["api_model"]["exact_match"] == 0.5 and "cost" not in metrics["api_model"]
     assert review[0]["outputs"]["api_model"]["answer"] == rows[0]["answer"]
     cot_rows = [i for i, row in enumerate(rows) if row.get("cot")]
@@ -173,7 +174,7 @@ def test_bad_predictions_file_names_file_line_and_field(lines, message, params, 
     text = "\n".join(lines).replace("ID0", rows[0]["id"]).replace("ID1", rows[1]["id"])
     (tmp_path / "api.jsonl").write_text(text + "\n", encoding="utf-8")
     with pytest.raises(InputError, match=message.replace("ID1", rows[1]["id"])):
-        evaluate(rows, eval_params(params, predictions_file=str(tmp_path / "api.jsonl")), EvalPaths())
+        evaluate(rows, eval_params(params, predictions_file=str(tmp_path / "api.jsonl")), unused_paths(tmp_path))
 
 
 @pytest.mark.parametrize("change, message", [
@@ -183,11 +184,18 @@ def test_bad_predictions_file_names_file_line_and_field(lines, message, params, 
     ({"bertscore": {"model": "klue/roberta-large", "num_layers": "auto", "batch_size": 8}},
      "eval.bertscore.num_layers: must be a number when eval.bertscore.model names a model"),
     ({"max_new_tokens": 0}, r"eval.max_new_tokens: must be in \[1, 32768\]"),
-    ({"bootstrap": {"resamples": 1000, "confidence": 95, "seed": 1}}, r"eval.bootstrap.confidence: must be in"),
+    ({"bootstrap": {"resamples": 1000, "confidence": 95}}, r"eval.bootstrap.confidence: must be in"),
+    ({"bootstrap": {"resamples": 1000, "confidence": 0.9, "seed": 1}}, r"eval.bootstrap: unknown keys \['seed'\]"),
+    ({"predictions_file": "/etc/hostname"}, r"eval.predictions_file: /etc/hostname is outside .*, which dvc.yaml"),
 ])
-def test_bad_eval_params_are_one_line(change, message, params, raft_rows):
+def test_bad_eval_params_are_one_line(change, message, params, raft_rows, tmp_path):
     with pytest.raises(ParamError, match=message):
-        evaluate(raft_rows["test"][:2], eval_params(params, **change), EvalPaths())
+        evaluate(raft_rows["test"][:2], eval_params(params, **change), unused_paths(tmp_path))
+
+
+def unused_paths(root) -> EvalPaths:
+    """Folders holding no model: a test using them must fail before loading one."""
+    return EvalPaths(adapter=root / "a", student=root / "b", tiny_models=root / "c", predictions=root)
 
 
 def test_tiny_tokenizer_round_trips_generated_korean(tiny_models):

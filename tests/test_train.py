@@ -155,9 +155,38 @@ def test_bad_params_fail_in_one_line_before_training(change, expected, params, r
     assert "\n" not in str(error.value) and not where.checkpoints.exists()
 
 
+@pytest.mark.parametrize("change, expected", [
+    (lambda m, t: m.update(trust_remote_code="false"), "model.trust_remote_code: must be true or false"),
+    (lambda m, t: t["args"].update(learning_rate="2e-4"), r"train.args.learning_rate: must be a number, got '2e-4' "
+                                                          r"\(write floats like 2.0e-4"),
+    (lambda m, t: t["args"].update(learning_rate="abc"), "train.args.learning_rate: must be a number, got 'abc'"),
+    (lambda m, t: t["args"].update(per_device_train_batch_size=0), r"per_device_train_batch_size: must be in \[1, "),
+    (lambda m, t: t["args"].update(num_train_epochs="many"), "train.args.num_train_epochs: must be a number"),
+    (lambda m, t: t["args"].update(save_steps=0), r"train.args.save_steps: must be in \["),
+    (lambda m, t: t["lora"].update(r=0), r"train.lora.r: must be in \[1, "),
+    (lambda m, t: t["lora"].update(r="16"), "train.lora.r: must be an integer, got '16'"),
+    (lambda m, t: t["lora"].update(lora_dropout=1.5), r"train.lora.lora_dropout: must be in \[0, 0.999\]"),
+    (lambda m, t: t.update(method="qlora", quantization={"bnb_4bit_quant_type": "fp5"}),
+     "train.quantization.bnb_4bit_quant_type: must be one of nf4, fp4, got 'fp5'"),
+])
+def test_new_user_mistakes_fail_in_one_line_before_any_model_loads(change, expected, params, raft_rows, tiny_models,
+                                                                    tmp_path, monkeypatch):
+    """Each of these once ended in a traceback after the model had loaded, naming no key."""
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a tokenizer or model was loaded before the params were checked")
+
+    monkeypatch.setattr("koraft.training.train.load_tokenizer", no_loading)
+    monkeypatch.setattr("koraft.training.train.load_model", no_loading)
+    model, settings = model_params(params), quick(params)
+    change(model, settings)
+    with pytest.raises(KoraftError, match=expected) as error:
+        train(raft_rows["train"][:4], raft_rows["val"][:2], model, settings, paths(tmp_path, tiny_models))
+    assert "\n" not in str(error.value)
+
+
 def test_empty_training_split_is_a_clear_error(params, tiny_models, tmp_path):
     with pytest.raises(KoraftError, match="train.jsonl: training split is empty"):
-        train([], [], model_params(params), quick(params), paths(tmp_path, tiny_models))
+        train([], [], model_params(params), quick(params), paths(tmp_path, tiny_models), "data/raft/train.jsonl")
 
 
 def test_family_without_chat_template_is_refused(params, raft_rows, tiny_models, tmp_path):

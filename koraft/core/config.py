@@ -7,6 +7,8 @@ dotted key otherwise, so a typo costs one line of output instead of a deep trace
 from __future__ import annotations
 
 import math
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +89,34 @@ def check_inside(path: str | Path, folders: list[Path], key: str) -> Path:
 def check_seed(params: dict[str, Any]) -> int:
     """The top-level seed: every random draw of every stage (raft, train, distill, bootstrap) starts from it."""
     return check_number(params, "seed", "", 0, 2**32 - 1, integer=True)
+
+
+def check_fields(values: dict[str, Any], config_class: type, key: str) -> None:
+    """Each value's type against the library config class's annotation (SFTConfig, LoraConfig, ...).
+
+    The libraries store what they are given and fail deep inside training, naming no key: a YAML
+    `2e-4` is a string, `"16"` is not an int. Fields of other types (enums, mappings) are left to the class.
+    """
+    hints = typing.get_type_hints(config_class)
+    for name, value in values.items():
+        allowed = _simple_types(hints.get(name))
+        if not allowed or value is None and type(None) in allowed:
+            continue
+        fits = any(isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool) for kind in allowed)
+        if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+            fits = True
+        if not fits:
+            names = " or ".join(sorted({_TYPE_NAMES[kind] for kind in allowed}))
+            hint = " (write floats like 2.0e-4: YAML reads 2e-4 as a string)" if isinstance(value, str) else ""
+            raise ParamError(f"{key}.{name}", f"must be {names}, got {value!r}{hint}")
+
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
+
+
+def _simple_types(annotation: Any) -> set[type]:
+    """The plain types an annotation admits; empty when any part is not plain (enums, lists, mappings)."""
+    parts = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else (
+        annotation,)
+    kinds = {part for part in parts if part in _TYPE_NAMES}
+    return kinds if len(kinds) == len(parts) else set()

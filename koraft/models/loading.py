@@ -81,7 +81,10 @@ def quantization_config(quantization: dict[str, Any], key: str = "train"):
     if "bnb_4bit_quant_storage" in settings:
         settings["bnb_4bit_quant_storage"] = torch_dtype(settings["bnb_4bit_quant_storage"],
                                                          f"{key}.quantization.bnb_4bit_quant_storage")
-    return BitsAndBytesConfig(**settings)
+    try:
+        return BitsAndBytesConfig(**settings)
+    except (TypeError, ValueError) as exc:
+        raise ParamError(f"{key}.quantization", str(exc).strip().splitlines()[0]) from None
 
 
 def sharded_quantization(quantization: dict[str, Any], dtype: str, key: str) -> dict[str, Any]:

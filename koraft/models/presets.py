@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from koraft.core.errors import KoraftError
+from koraft.core.errors import KoraftError, ParamError
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,12 @@ def resolve_model(model: dict[str, Any], tiny_dir: str | Path = "models/base", k
         raise KoraftError(f"params.yaml: {key}.preset: unknown preset {preset_name!r}; "
                           f"use one of {', '.join(PRESETS)}, or set {key}.name and {key}.family")
     family = FAMILIES[family_name]
-    trust = bool(model.get("trust_remote_code", False))
+    trust = model.get("trust_remote_code", False)
+    if not isinstance(trust, bool):  # "false" is truthy: only a YAML boolean may let a folder's own code run
+        raise ParamError(f"{key}.trust_remote_code", f"must be true or false (a YAML boolean), got {trust!r}")
+    for name, value in (("revision", revision), ("dtype", dtype)):
+        if value is not None and not isinstance(value, str):
+            raise ParamError(f"{key}.{name}", f"must be a string, got {value!r}")
     if family.needs_remote_code and not trust:
         raise KoraftError(f"params.yaml: {key}.trust_remote_code: {source} runs modeling code from its repository; "
                           f"set it to true to allow that, and pin {key}.revision to a reviewed commit")

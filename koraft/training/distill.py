@@ -38,7 +38,16 @@ from koraft.training.teacher_cache import (
     save_top_k,
     teacher_top_k,
 )
-from koraft.training.train import TrainPaths, check_train, encode_splits, fit, peft_settings, summarise, train_settings
+from koraft.training.train import (
+    TrainPaths,
+    check_library_settings,
+    check_train,
+    encode_splits,
+    fit,
+    peft_settings,
+    summarise,
+    train_settings,
+)
 
 MODES = ("offline", "online")
 CACHE_MANIFEST = "manifest.json"
@@ -84,6 +93,7 @@ def check_distill(distill: dict[str, Any]) -> KDSettings:
         raise ParamError("distill.loss.beta", "must be strictly between 0 and 1 for jsd (0 and 1 are forward_kl "
                                               "and reverse_kl)")
     check_train(distill, key="distill")
+    check_library_settings(distill, key="distill")
     return KDSettings(alpha=float(alpha), divergence=divergence, temperature=float(temperature), beta=float(beta))
 
 
@@ -103,7 +113,7 @@ def agreement(model, samples: list[dict[str, Any]], teacher: TopK, vocabulary: i
 
 
 def build_teacher_cache(train_rows: list[dict], val_rows: list[dict], distill: dict[str, Any], adapter: Path,
-                        cache: Path, train_path: str) -> dict[str, Any]:
+                        cache: Path, train_path: str = "the train split") -> dict[str, Any]:
     """Offline mode: the teacher's top-k over the train and val completions, written once to `cache`."""
     settings = check_distill(distill)
     if cache.exists():
@@ -180,7 +190,7 @@ def logit_softcap(resolved: ResolvedModel) -> float | None:
 
 
 def distill(train_rows: list[dict], val_rows: list[dict], distill_params: dict[str, Any], paths: DistillPaths,
-            train_path: str, callbacks: list | None = None) -> dict[str, Any] | None:
+            train_path: str = "the train split", callbacks: list | None = None) -> dict[str, Any] | None:
     """Distill and save the student; returns the metrics for metrics/distill.json on rank 0, else None."""
     settings = check_distill(distill_params)
     teacher_manifest, teacher_resolved = trained_model_info(paths.teacher)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from koraft.core.config import check_seed, reject_unknown_keys, section
+from koraft.core.config import check_fields, check_number, check_seed, reject_unknown_keys, section
 from koraft.core.errors import KoraftError, ParamError
 from koraft.core.measure import directory_bytes, peak_memory_mib
 from koraft.core.processes import engine, is_main_process, start_process_group, wait_for_everyone
@@ -71,6 +71,45 @@ def check_train(train: dict[str, Any], key: str = "train") -> dict[str, Any]:
     return train
 
 
+# Ranges the libraries leave unchecked until a step fails: (low, high), both inclusive.
+ARG_RANGES = {"learning_rate": (1e-12, 10.0), "num_train_epochs": (1e-6, 1e6),
+              "per_device_train_batch_size": (1, 1 << 20), "per_device_eval_batch_size": (1, 1 << 20),
+              "gradient_accumulation_steps": (1, 1 << 20), "save_steps": (1e-6, 1e9), "eval_steps": (1e-6, 1e9),
+              "logging_steps": (1e-6, 1e9), "warmup_steps": (0, 1e9), "weight_decay": (0, 1e3),
+              "max_grad_norm": (0, 1e9), "save_total_limit": (1, 1 << 30)}
+LORA_RANGES = {"r": (1, 1 << 16), "lora_alpha": (1e-6, 1e6), "lora_dropout": (0, 0.999)}
+QUANT_TYPES = ("nf4", "fp4")
+
+
+def check_library_settings(train: dict[str, Any], key: str = "train") -> None:
+    """Every SFTConfig, LoraConfig and BitsAndBytesConfig value checked (type, range) and each config built
+    once, before any tokenizer or model is loaded: a bad value is one line naming its key, not a traceback
+    after the model has loaded."""
+    from peft import LoraConfig
+    from trl import SFTConfig
+
+    from koraft.models.loading import quantization_config
+
+    check_fields(train["args"], SFTConfig, f"{key}.args")
+    for ranges, values, prefix in ((ARG_RANGES, train["args"], f"{key}.args"),
+                                   (LORA_RANGES, train["lora"], f"{key}.lora")):
+        for name, (low, high) in ranges.items():
+            if values.get(name) is not None:
+                check_number(values, name, prefix, low, high, integer=isinstance(low, int) and isinstance(high, int))
+    max_steps = train["args"].get("max_steps", -1)
+    if max_steps == 0 or max_steps < -1:
+        raise ParamError(f"{key}.args.max_steps", f"must be -1 (use num_train_epochs) or above 0, got {max_steps}")
+    sft_config(train["args"], Path("unused"), has_eval=True, early_stopping=False, key=key)
+    check_fields(train["lora"], LoraConfig, f"{key}.lora")
+    lora_config(train["lora"], key)
+    if train["method"] == "qlora":
+        quantization = train["quantization"]
+        if quantization.get("bnb_4bit_quant_type", "nf4") not in QUANT_TYPES:
+            raise ParamError(f"{key}.quantization.bnb_4bit_quant_type",
+                             f"must be one of {', '.join(QUANT_TYPES)}, got {quantization['bnb_4bit_quant_type']!r}")
+        quantization_config(quantization, key)
+
+
 def lora_settings(lora: dict[str, Any], family: Family) -> dict[str, Any]:
     """train.lora with the family's target modules (all-linear, or EXAONE-3's own names) as the default."""
     default = family.target_modules if isinstance(family.target_modules, str) else list(family.target_modules)
@@ -82,7 +121,10 @@ def lora_config(lora: dict[str, Any], key: str = "train"):
 
     allowed = {f.name for f in dataclasses.fields(LoraConfig)} - {"task_type", "peft_type"}
     reject_unknown_keys(lora, allowed, f"{key}.lora", "keys mirror peft.LoraConfig")
-    return LoraConfig(task_type="CAUSAL_LM", **lora)
+    try:
+        return LoraConfig(task_type="CAUSAL_LM", **lora)
+    except (TypeError, ValueError) as exc:
+        raise ParamError(f"{key}.lora", str(exc).strip().splitlines()[0]) from None
 
 
 def sft_config(args: dict[str, Any], output_dir: Path, has_eval: bool, early_stopping: bool, key: str = "train"):
@@ -230,10 +272,11 @@ def fit(model, tokenizer, peft, train_samples: list[dict], val_samples: list[dic
 
 
 def train(train_rows: list[dict], val_rows: list[dict], model: dict[str, Any], train_params: dict[str, Any],
-          paths: TrainPaths, train_path: str, callbacks: list | None = None
+          paths: TrainPaths, train_path: str = "the train split", callbacks: list | None = None
           ) -> dict[str, Any] | None:
     """Train and save; returns the metrics for metrics/train.json on rank 0, None on the other processes."""
     check_train(train_params)
+    check_library_settings(train_params)
     resolved = resolve_model(model, paths.tiny_models)
     ensure_available(resolved)
     peft = peft_settings(train_params, resolved)

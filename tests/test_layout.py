@@ -1,0 +1,118 @@
+"""The package's shape is the pipeline's: each stage depends on exactly the koraft code it runs.
+
+DVC reruns a stage when one of its deps changes, so a stage that loads a koraft file its deps do
+not list runs stale code silently, and one that lists more reruns for nothing.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import ROOT
+
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+STEPS = ("core", "data", "models", "training", "evaluation", "publish")
+# What each step may import; nothing imports upward, and no stage imports publish.
+ALLOWED = {"core": {"core"}, "data": {"core", "data"}, "models": {"core", "data", "models"},
+           "training": {"core", "models", "training"}, "evaluation": {"core", "models", "evaluation"},
+           "publish": {"core", "models", "training", "evaluation", "publish"}}
+
+
+def covered(path: str, deps: list[str]) -> bool:
+    return any(path == dep or path.startswith(dep.rstrip("/") + "/") for dep in deps)
+
+
+def koraft_imports(source: Path) -> set[str]:
+    """Every koraft module a file imports, at the top or inside a function."""
+    names = set()
+    for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("koraft"):
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names if alias.name.startswith("koraft"))
+    return names
+
+
+def module_file(name: str) -> str:
+    path = Path(*name.split("."))
+    return f"{path}/__init__.py" if (ROOT / path).is_dir() else f"{path}.py"
+
+
+def static_closure(script: str) -> set[str]:
+    """koraft files a stage script can reach through imports, lazy ones included."""
+    seen, todo = set(), [script]
+    while todo:
+        for name in koraft_imports(ROOT / todo.pop()):
+            parts = name.split(".")
+            for depth in range(1, len(parts) + 1):  # a module's packages' __init__ files load first
+                file = module_file(".".join(parts[:depth]))
+                if file not in seen:
+                    seen.add(file)
+                    todo.append(file)
+    return seen
+
+
+@pytest.fixture(scope="module")
+def copied(tmp_path_factory) -> Path:
+    """The stage scripts and the package in another folder, as a second clone or `dvc exp run --queue` has them."""
+    root = tmp_path_factory.mktemp("checkout")
+    for name in ("stages", "koraft"):
+        shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_each_stage_loads_only_koraft_code_its_deps_cover_and_from_its_own_checkout(name, copied):
+    command = STAGES[name]["cmd"].split()
+    assert command[:2] == ["python", "-m"] and command[2] == f"stages.{name}", "stages run as modules"
+    probe = (f"import json, sys; import {command[2]}; "
+             "print(json.dumps(sorted(m.__file__ for n, m in sys.modules.items() "
+             "if n.split('.')[0] in ('koraft', 'stages') and getattr(m, '__file__', None))))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=copied, capture_output=True, text=True, check=True)
+    loaded = [Path(file).resolve() for file in json.loads(result.stdout.splitlines()[-1])]
+    assert all(path.is_relative_to(copied.resolve()) for path in loaded), "imported from another checkout"
+    deps = STAGES[name]["deps"]
+    for path in [str(path.relative_to(copied.resolve())) for path in loaded] + sorted(
+            static_closure(f"stages/{name}.py")):
+        if path.startswith("koraft/") or path.startswith("stages/") and path != "stages/__init__.py":
+            assert covered(path, deps), f"stage {name} loads {path}, which its deps in dvc.yaml do not cover"
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_each_stage_depends_on_no_koraft_code_it_does_not_load(name):
+    reached = static_closure(f"stages/{name}.py")
+    for dep in STAGES[name]["deps"]:
+        if dep.startswith("koraft"):
+            assert any(covered(path, [dep]) for path in reached), f"stage {name} depends on {dep} but never loads it"
+    assert not any(dep.startswith("koraft/publish") for dep in STAGES[name]["deps"])
+
+
+def test_steps_import_only_the_steps_below_them():
+    for step in STEPS:
+        for source in sorted((ROOT / "koraft" / step).glob("*.py")):
+            for name in koraft_imports(source):
+                target = name.split(".")[1] if name.count(".") else "koraft"
+                assert target in ALLOWED[step], f"{source.relative_to(ROOT)} imports {name}"
+
+
+def test_no_module_outside_the_step_folders():
+    assert sorted(path.name for path in (ROOT / "koraft").glob("*.py")) == ["__init__.py"]
+    assert sorted(path.name for path in (ROOT / "koraft").iterdir() if path.is_dir() and path.name != "__pycache__"
+                  ) == sorted(STEPS)
+
+
+def test_a_publishing_edit_leaves_every_stage_up_to_date_and_an_evaluation_edit_reruns_evaluate_only():
+    def affected(changed: str) -> set[str]:
+        return {name for name, spec in STAGES.items() if covered(changed, spec["deps"])}
+
+    assert affected("koraft/publish/hub.py") == set()
+    assert affected("koraft/evaluation/metrics.py") == {"evaluate"}
+    assert affected("koraft/training/distill_loss.py") == {"train", "teacher", "distill"}
+    assert affected("koraft/data/raft.py") == {"validate", "split", "raft"}
