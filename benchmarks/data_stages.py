@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -45,10 +46,11 @@ def write_corpus(path: Path, records: int) -> None:
 # benchmark process held when it forked the child, since Linux carries them over the exec.
 PEAK_WRAPPER = """
 import runpy, sys
-stage, report = sys.argv[1], sys.argv[2]
-sys.argv = [stage]
+root, report, module, *arguments = sys.argv[1:]
+sys.path.insert(0, root)
+sys.argv = [module, *arguments]
 try:
-    runpy.run_path(stage, run_name="__main__")
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
 finally:
     status = open("/proc/self/status").read()
     open(report, "w").write(next(l.split()[1] for l in status.splitlines() if l.startswith("VmHWM:")))
@@ -56,10 +58,11 @@ finally:
 
 
 def run_stage(project: Path, stage: str) -> tuple[float, float]:
-    """Run one stage script; return (seconds, peak RSS in MiB)."""
+    """Run one stage with the arguments of its cmd in dvc.yaml; return (seconds, peak RSS in MiB)."""
     report = project / f".peak-{stage}"
+    command = shlex.split(yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"][stage]["cmd"])
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-c", PEAK_WRAPPER, str(ROOT / "stages" / f"{stage}.py"), str(report)],
+    result = subprocess.run([sys.executable, "-c", PEAK_WRAPPER, str(ROOT), str(report), *command[2:]],
                             cwd=project, stdout=subprocess.DEVNULL)
     elapsed = time.perf_counter() - start
     if result.returncode != 0:
@@ -67,8 +70,8 @@ def run_stage(project: Path, stage: str) -> tuple[float, float]:
     return elapsed, int(report.read_text()) / 1024  # VmHWM is in KiB
 
 
-STAGES = [("validate", "validate", None), ("raft (random)", "raft", "random"), ("raft (bm25)", "raft", "bm25"),
-          ("split", "split", None)]
+STAGES = [("validate", "validate", None), ("split", "split", None), ("raft (random)", "raft", "random"),
+          ("raft (bm25)", "raft", "bm25")]
 
 
 def measure(records: int, keep: Path | None) -> list[tuple[str, float, float]]:
@@ -76,11 +79,12 @@ def measure(records: int, keep: Path | None) -> list[tuple[str, float, float]]:
     project = keep or Path(tempfile.mkdtemp(prefix="koraft-bench-"))
     project.mkdir(parents=True, exist_ok=True)
     params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
-    params["validate"]["inputs"] = [{"path": "synthetic.jsonl", "format": "jsonl"}]
+    params["validate"]["inputs"] = [{"path": "data/raw/synthetic.jsonl", "format": "jsonl"}]
 
     start = time.perf_counter()
-    write_corpus(project / "synthetic.jsonl", records)
-    size = (project / "synthetic.jsonl").stat().st_size / 2**20
+    (project / "data/raw").mkdir(parents=True, exist_ok=True)
+    write_corpus(project / "data/raw/synthetic.jsonl", records)
+    size = (project / "data/raw/synthetic.jsonl").stat().st_size / 2**20
     print(f"\ngenerated {records:,} records ({size:.0f} MiB) in {time.perf_counter() - start:.1f}s", flush=True)
 
     rows = []

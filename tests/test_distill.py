@@ -23,6 +23,8 @@ from koraft.training.distill_trainer import KDTrainer
 from koraft.training.teacher_cache import check_same_vocabulary, load_top_k, save_top_k, teacher_top_k
 from koraft.training.train import sft_config, train
 
+pytestmark = [pytest.mark.slow]
+
 
 @pytest.fixture(scope="module")
 def tiny_samples(params, raft_rows, tiny_models):

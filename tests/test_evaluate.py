@@ -18,6 +18,8 @@ from koraft.models.presets import FAMILIES
 from koraft.models.samples import Encoder, build_samples
 from koraft.training.distill import build_teacher_cache, distill
 
+pytestmark = [pytest.mark.slow]
+
 
 def eval_params(params: dict, **changes) -> dict:
     result = copy.deepcopy(params)

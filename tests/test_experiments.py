@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
 from helpers import ROOT, commit_short_runs, make_project, run, set_param
 from PIL import Image
+
+pytestmark = [pytest.mark.slow, pytest.mark.dvc]
 
 
 def test_sweep_queues_two_presets_runs_them_and_shows_both(tmp_path):

@@ -81,3 +81,33 @@ def test_missing_hub_model_offline_names_the_model(monkeypatch, tmp_path):
         ensure_available(resolved)
     local = resolve_model({"name": str(tmp_path), "family": "gemma2"})
     ensure_available(local)  # a local folder needs no hub
+
+
+def test_trust_remote_code_opens_only_with_a_real_boolean():
+    with pytest.raises(KoraftError, match=r"model.trust_remote_code: must be true or false .*got 'false'"):
+        resolve_model({"name": "some/folder", "family": "exaone3", "trust_remote_code": "false"}, "models/base")
+    assert resolve_model({"name": "x", "family": "exaone3", "trust_remote_code": True}, "m").trust_remote_code
+
+
+@pytest.mark.parametrize("damage", ["truncate", "unreadable"])
+def test_a_damaged_model_folder_is_one_line_naming_it(damage, tiny_dirs, tmp_path):
+    import os
+    import shutil
+
+    from koraft.models.loading import load_model
+
+    folder = tmp_path / "tiny-s"
+    shutil.copytree(tiny_dirs["tiny-s"], folder)
+    weights = folder / "model.safetensors"
+    if damage == "truncate":  # what an interrupted copy or a bad `dvc checkout` leaves
+        weights.write_bytes(weights.read_bytes()[:100])
+    else:
+        os.chmod(weights, 0)
+        if os.access(weights, os.R_OK):  # root reads anything: make the file a folder instead
+            os.chmod(weights, 0o600)
+            weights.unlink()
+            weights.mkdir()
+    resolved = resolve_model({"name": str(folder), "family": "tiny", "dtype": "float32"}, tmp_path)
+    with pytest.raises(KoraftError, match=rf"^{folder}: cannot be loaded \(") as error:
+        load_model(resolved)
+    assert "\n" not in str(error.value)

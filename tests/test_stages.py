@@ -10,6 +10,8 @@ import pytest
 import yaml
 from helpers import ROOT, commit_short_runs, edit_params, make_project, run, set_param, stage
 
+pytestmark = [pytest.mark.slow, pytest.mark.dvc]
+
 OUTPUTS = ["data/validated/records.jsonl", "data/validated/rejects.jsonl",
            *(f"data/{stage}/{name}.jsonl" for stage in ("split", "raft") for name in ("train", "val", "test")),
            "metrics/validate.json", "metrics/split.json", "metrics/raft.json"]

@@ -17,6 +17,8 @@ from koraft.models.samples import Encoder, build_samples
 from koraft.publish.merge import merge_adapter
 from koraft.training.train import train
 
+pytestmark = [pytest.mark.slow]
+
 
 def fixed_batch_loss(model, tokenizer, rows: list[dict], system_prompt: str) -> float:
     """Mean completion-token loss on the first rows, as the trainer computes it."""

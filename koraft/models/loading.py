@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from koraft.core.config import reject_unknown_keys
@@ -21,12 +23,26 @@ def torch_dtype(name: str, key: str):
     return getattr(torch, name)
 
 
+@contextmanager
+def readable(source: str | Path):
+    """A model folder whose files cannot be read (permissions, a corrupt or truncated file after
+    `dvc checkout`) is one line naming it, not a traceback from inside transformers or safetensors."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, SafetensorError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise KoraftError(f"{source}: cannot be loaded ({type(exc).__name__}: {detail})") from None
+
+
 def load_tokenizer(resolved: ResolvedModel):
     """The tokenizer with a pad token that is not the end of turn (else the target's last token is masked)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(resolved.source, revision=resolved.revision,
-                                              trust_remote_code=resolved.trust_remote_code)
+    with readable(resolved.source):
+        tokenizer = AutoTokenizer.from_pretrained(resolved.source, revision=resolved.revision,
+                                                  trust_remote_code=resolved.trust_remote_code)
     family = resolved.family
     if family.pad_token:
         if tokenizer.convert_tokens_to_ids(family.pad_token) in (None, tokenizer.unk_token_id):
@@ -118,4 +134,5 @@ def load_model(resolved: ResolvedModel, quantization: dict[str, Any] | None = No
         kwargs["quantization_config"] = quantization_config(sharded_quantization(quantization, dtype, key), key)
         if engine() == "ddp" and torch.cuda.is_available():
             kwargs["device_map"] = {"": local_rank()}  # each DDP process holds its own 4-bit copy on its own GPU
-    return AutoModelForCausalLM.from_pretrained(resolved.source, **kwargs)
+    with readable(resolved.source):
+        return AutoModelForCausalLM.from_pretrained(resolved.source, **kwargs)

@@ -10,7 +10,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from koraft.models.loading import load_model
+from koraft.models.loading import load_model, readable
 from koraft.models.manifest import manifest_model, read_manifest
 from koraft.models.presets import ResolvedModel, ensure_available
 
@@ -25,7 +25,8 @@ def load_trained_tokenizer(folder: Path, resolved: ResolvedModel):
     """The tokenizer saved with the adapter: the one (and the pad token) the model was trained with."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(folder, trust_remote_code=resolved.trust_remote_code)
+    with readable(folder):
+        return AutoTokenizer.from_pretrained(folder, trust_remote_code=resolved.trust_remote_code)
 
 
 def load_trained(folder: Path, quantization: dict[str, Any] | None = None, key: str = "distill.teacher"):
@@ -37,7 +38,9 @@ def load_trained(folder: Path, quantization: dict[str, Any] | None = None, key: 
         model = load_model(dataclasses.replace(resolved, source=str(folder), revision=None), quantization, key=key)
     else:
         ensure_available(resolved)
-        model = PeftModel.from_pretrained(load_model(resolved, quantization, key=key), str(folder))
+        base = load_model(resolved, quantization, key=key)
+        with readable(folder):
+            model = PeftModel.from_pretrained(base, str(folder))
         if quantization is None:
             model = model.merge_and_unload()
     model.eval().requires_grad_(False)
