@@ -24,14 +24,14 @@ from pathlib import Path
 
 import yaml
 
-from koraft.data.synth import generate
+from koraft.data.synth import synthetic_corpus
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS_PER_DOC = 4
 
 
 def write_corpus(path: Path, records: int) -> None:
-    corpus = generate((records + QUESTIONS_PER_DOC - 1) // QUESTIONS_PER_DOC, QUESTIONS_PER_DOC, seed=1)
+    corpus = synthetic_corpus((records + QUESTIONS_PER_DOC - 1) // QUESTIONS_PER_DOC, QUESTIONS_PER_DOC, seed=1)
     with open(path, "w", encoding="utf-8") as handle:
         written = 0
         for _, qas in corpus:

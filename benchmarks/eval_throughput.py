@@ -3,7 +3,7 @@
     python benchmarks/eval_throughput.py [--samples 48] [--max-new-tokens 32] [--batch 16] [--predictions 1000]
 
 Generation: the tiny-m preset (random weights) answers RAFT-shaped prompts of varied length
-with koraft's generate(), once with left-padded batches and once one prompt at a time (what
+with koraft's synthetic_corpus(), once with left-padded batches and once one prompt at a time (what
 a notebook loop over `model.generate` does). Stop tokens are switched off so both produce
 exactly `max_new_tokens` per prompt: tokens/s compares like with like. On CUDA the model is
 random weights of the EXAONE-4.0-1.2B architecture instead.
@@ -42,7 +42,7 @@ def build_generator(folder: Path):
 
 
 class _Pad:
-    """The two tokenizer attributes generate() reads, for a model built without one."""
+    """The two tokenizer attributes synthetic_corpus() reads, for a model built without one."""
 
     pad_token_id = 0
 
@@ -52,17 +52,17 @@ class _Pad:
 
 
 def bench_generation(args: argparse.Namespace) -> None:
-    from koraft.evaluation.decoding import generate
+    from koraft.evaluation.decoding import greedy_generate
 
     with tempfile.TemporaryDirectory() as folder:
         model, tokenizer, vocab = build_generator(Path(folder))
         samples = synthetic_samples(args.samples, args.prompt_length, vocab, seed=0)
         prompts = [sample["input_ids"] for sample in samples]
         tokenizer = tokenizer or _Pad()
-        generate(model, tokenizer, prompts[:2], [], 4, 2)  # warm-up
+        greedy_generate(model, tokenizer, prompts[:2], [], 4, 2)  # warm-up
         rows = []
         for label, batch in (("one at a time", 1), (f"batched ({args.batch})", args.batch)):
-            result = generate(model, tokenizer, prompts, [], args.max_new_tokens, batch)
+            result = greedy_generate(model, tokenizer, prompts, [], args.max_new_tokens, batch)
             tokens = sum(result.new_tokens)
             rows.append((label, result.seconds, tokens / result.seconds, result.seconds / len(prompts)))
     print(f"generation: {args.samples} prompts of {args.prompt_length // 3}-{args.prompt_length} tokens, "
@@ -74,9 +74,9 @@ def bench_generation(args: argparse.Namespace) -> None:
 
 
 def synthetic_predictions(count: int) -> tuple[list[str], list[str]]:
-    from koraft.data.synth import generate
+    from koraft.data.synth import synthetic_corpus
 
-    qas = [qa for _, doc_qas in generate(count // 3 + 1, seed=5) for qa in doc_qas][:count]
+    qas = [qa for _, doc_qas in synthetic_corpus(count // 3 + 1, seed=5) for qa in doc_qas][:count]
     rng = random.Random(0)
     predictions = []
     for qa in qas:

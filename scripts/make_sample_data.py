@@ -15,7 +15,7 @@ import json
 import unicodedata
 from pathlib import Path
 
-from koraft.data.synth import chain_of_thought, generate
+from koraft.data.synth import chain_of_thought, synthetic_corpus
 
 OUT = Path("data/raw")
 SEED = 20261121
@@ -24,7 +24,7 @@ QUESTIONS_PER_DOC = 3
 
 
 def main() -> None:
-    corpus = generate(NUM_DOCS, QUESTIONS_PER_DOC, seed=SEED)
+    corpus = synthetic_corpus(NUM_DOCS, QUESTIONS_PER_DOC, seed=SEED)
     jsonl, korquad, table, gorilla = [], [], [], []
     for index, (document, qas) in enumerate(corpus):
         kind = index % 10  # 60% JSONL, 20% KorQuAD JSON, 10% CSV, 10% gorilla RAFT output

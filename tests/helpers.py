@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -18,11 +19,12 @@ import yaml
 from transformers import TrainerCallback
 
 from koraft.core.jsonl import read_jsonl
+from koraft.data.neardup import DocumentGrouper
 from koraft.data.quality import QualityReport
 from koraft.data.raft import raft_metrics, write_raft
 from koraft.data.readers import InputSpec
 from koraft.data.split import SPLITS, write_splits
-from koraft.data.synth import generate
+from koraft.data.synth import synthetic_corpus
 from koraft.data.validate import validate_to_files
 from koraft.training.distill import DistillPaths, distill_settings
 from koraft.training.train import TrainPaths, train_settings
@@ -62,7 +64,7 @@ def validate_inputs(specs: list[InputSpec], lengths: dict, near: dict) -> Valida
 
 def synthetic_records(tmp_path: Path, validate: dict, num_docs: int, seed: int = 0) -> list[dict]:
     """Validated records (with doc ids) for a synthetic corpus of num_docs documents."""
-    rows = [qa.as_record() for _, qas in generate(num_docs, seed=seed) for qa in qas]
+    rows = [qa.as_record() for _, qas in synthetic_corpus(num_docs, seed=seed) for qa in qas]
     path = write_jsonl(tmp_path / f"synthetic-{num_docs}-{seed}.jsonl", rows)
     return validate_inputs([InputSpec(str(path), "jsonl")], validate["lengths"], validate["near_duplicates"]).records
 
@@ -185,3 +187,12 @@ def stage_command(name: str, project: Path) -> list[str]:
 def stage(name: str, project: Path, check: bool = True) -> subprocess.CompletedProcess:
     """Run one stage as `dvc repro` would, without DVC."""
     return run(stage_command(name, project), project, check)
+
+def group_documents(
+    texts: Iterable[str], threshold: float, shingle_size: int, num_perm: int, bands: int
+) -> dict[str, str]:
+    """Map each distinct text to its near-duplicate group id, as validate groups documents."""
+    grouper = DocumentGrouper(threshold, shingle_size, num_perm, bands)
+    keys = {text: grouper.add(text) for text in texts}
+    ids = grouper.group_ids()
+    return {text: ids[key] for text, key in keys.items()}

@@ -12,7 +12,7 @@ from koraft.core.errors import KoraftError, ParamError
 from koraft.models.chat import render_prompt, render_target
 from koraft.models.loading import check_target_modules, load_tokenizer
 from koraft.models.presets import FAMILIES, resolve_model
-from koraft.models.samples import Encoder, build_samples
+from koraft.models.samples import SampleTokenizer, build_samples
 from koraft.training.train import lora_settings
 
 SYSTEM = "문서를 근거로 답하세요."
@@ -68,7 +68,7 @@ def test_exaone4_think_block_is_the_same_in_training_and_generation(folders):
     assert prompt == f"[|system|]\n{SYSTEM}[|endofturn|]\n[|user|]\n{USER}[|endofturn|]\n" \
                      "[|assistant|]\n<think>\n\n</think>\n\n"
     # Training sees exactly the generation prompt's tokens, then the target.
-    samples = build_samples([RECORD], Encoder(tokenizer, resolved.family, SYSTEM), max_length=512).samples
+    samples = build_samples([RECORD], SampleTokenizer(tokenizer, resolved.family, SYSTEM), max_length=512).samples
     generation_ids = tokenizer.apply_chat_template(
         [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER}], tokenize=True,
         add_generation_prompt=True, enable_thinking=False, return_dict=True)["input_ids"]
@@ -90,7 +90,7 @@ def test_exaone3_template_ends_turns_with_endofturn():
 def test_label_mask_covers_only_the_completion(folders):
     resolved, tokenizer = load(folders, "llama3")
     record = {**RECORD, "cot": "##begin_quote##정답은 한결시이다.##end_quote## 그러므로 한결시이다."}
-    sample = build_samples([record], Encoder(tokenizer, resolved.family, SYSTEM), 512).samples[0]
+    sample = build_samples([record], SampleTokenizer(tokenizer, resolved.family, SYSTEM), 512).samples[0]
     mask = sample["completion_mask"]
     start = mask.index(1)
     assert set(mask[:start]) == {0} and set(mask[start:]) == {1}

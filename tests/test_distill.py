@@ -16,7 +16,7 @@ from trl import SFTTrainer
 
 from koraft.core.errors import KoraftError, ParamError
 from koraft.models.presets import FAMILIES
-from koraft.models.samples import Encoder, build_samples
+from koraft.models.samples import SampleTokenizer, build_samples
 from koraft.training.distill import DistillPaths, build_teacher_cache, distill, with_cache_rows
 from koraft.training.distill_loss import KDSettings
 from koraft.training.distill_trainer import KDTrainer
@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.slow]
 @pytest.fixture(scope="module")
 def tiny_samples(params, raft_rows, tiny_models):
     tokenizer = AutoTokenizer.from_pretrained(tiny_models / "tiny-s")
-    encoder = Encoder(tokenizer, FAMILIES["tiny"], params["model"]["system_prompt"])
+    encoder = SampleTokenizer(tokenizer, FAMILIES["tiny"], params["model"]["system_prompt"])
     return tokenizer, build_samples(raft_rows["train"][:8], encoder, 384).samples
 
 

@@ -12,10 +12,10 @@ from helpers import distill_params, where
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from koraft.core.errors import InputError, KoraftError, ParamError
-from koraft.evaluation.decoding import generate, stop_token_ids
+from koraft.evaluation.decoding import greedy_generate, stop_token_ids
 from koraft.evaluation.evaluate import COMPARISONS, MAIN_METRICS, VARIANTS, EvalPaths, evaluate
 from koraft.models.presets import FAMILIES
-from koraft.models.samples import Encoder, build_samples
+from koraft.models.samples import SampleTokenizer, build_samples
 from koraft.training.distill import build_teacher_cache, distill
 
 pytestmark = [pytest.mark.slow]
@@ -100,13 +100,13 @@ def test_batched_generation_gives_the_one_at_a_time_answers(params, raft_rows, e
     manifest, resolved = trained_model_info(eval_paths.adapter)
     tokenizer = load_trained_tokenizer(eval_paths.adapter, resolved)
     model = load_trained(eval_paths.adapter)
-    samples = build_samples(raft_rows["test"][:8], Encoder(tokenizer, resolved.family, manifest["system_prompt"]),
-                            384).samples
+    encoder = SampleTokenizer(tokenizer, resolved.family, manifest["system_prompt"])
+    samples = build_samples(raft_rows["test"][:8], encoder, 384).samples
     prompts = [sample["input_ids"][:sample["completion_mask"].index(1)] for sample in samples]
     assert len({len(prompt) for prompt in prompts}) > 1  # the batch really is left-padded
     stops = stop_token_ids(model, tokenizer, resolved.family)
-    batched = generate(model, tokenizer, prompts, stops, max_new_tokens=24, batch_size=8)
-    single = generate(model, tokenizer, prompts, stops, max_new_tokens=24, batch_size=1)
+    batched = greedy_generate(model, tokenizer, prompts, stops, max_new_tokens=24, batch_size=8)
+    single = greedy_generate(model, tokenizer, prompts, stops, max_new_tokens=24, batch_size=1)
     assert batched.texts == single.texts and batched.new_tokens == single.new_tokens
 
 

@@ -14,7 +14,7 @@ from koraft.core.morphemes import morpheme_tokenizer
 from koraft.data.bm25 import BM25Index
 from koraft.data.neardup import text_hash
 from koraft.data.split import assign_split
-from koraft.data.synth import generate
+from koraft.data.synth import synthetic_corpus
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +135,7 @@ def test_bm25_ties_go_to_the_lower_document_index():
 def test_bm25_rank_is_the_exhaustive_top_k_of_the_golden_pool(pool):
     """rank() against every document's score: the top k of the golden document's pool, golden
     excluded, positive scores only, ties by index; on a corpus with many exactly tied scores."""
-    corpus = generate(300, seed=3)
+    corpus = synthetic_corpus(300, seed=3)
     tokenize = morpheme_tokenizer()
     index = BM25Index(tokenize([doc.text for doc, _ in corpus]), k1=1.5, b=0.75, pool=pool)
     assert index.pools == math.ceil(300 / pool)

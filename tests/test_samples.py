@@ -8,7 +8,7 @@ from transformers import AutoTokenizer
 
 from koraft.models.chat import render_prompt, text_sha256
 from koraft.models.presets import FAMILIES
-from koraft.models.samples import Encoder, build_samples
+from koraft.models.samples import SampleTokenizer, build_samples
 
 FILLER = "이 문단은 질문과 관계가 없는 긴 설명을 담고 있으며 여러 번 되풀이된다. " * 8
 GOLDEN = FILLER + "한결시의 인구는 약 12만 명이다. " + FILLER
@@ -19,7 +19,7 @@ RECORD = {"id": "q-1", "instruction": "답하세요.", "question": "한결시의
 
 @pytest.fixture(scope="module")
 def encoder(tiny_models):
-    return Encoder(AutoTokenizer.from_pretrained(tiny_models / "tiny-s"), FAMILIES["tiny"], "시스템")
+    return SampleTokenizer(AutoTokenizer.from_pretrained(tiny_models / "tiny-s"), FAMILIES["tiny"], "시스템")
 
 
 def lengths(encoder, record):
@@ -81,6 +81,6 @@ def test_rendering_is_deterministic_and_template_sensitive(encoder, tiny_models)
     assert build_samples([RECORD], encoder, 2048).manifest == first
     changed = AutoTokenizer.from_pretrained(tiny_models / "tiny-s")
     changed.chat_template = changed.chat_template.replace("<|end|>", "<|end|>\n")
-    other = build_samples([RECORD], Encoder(changed, FAMILIES["tiny"], "시스템"), 2048).manifest
+    other = build_samples([RECORD], SampleTokenizer(changed, FAMILIES["tiny"], "시스템"), 2048).manifest
     assert other[0]["prompt_sha256"] != first[0]["prompt_sha256"]
     assert render_prompt(changed, FAMILIES["tiny"], "시스템", RECORD).startswith("<|system|>시스템<|end|>\n")

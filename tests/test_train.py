@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from koraft.core.errors import KoraftError
 from koraft.models.presets import FAMILIES
-from koraft.models.samples import Encoder, build_samples
+from koraft.models.samples import SampleTokenizer, build_samples
 from koraft.publish.merge import merge_adapter
 from koraft.training.train import train
 
@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.slow]
 
 def fixed_batch_loss(model, tokenizer, rows: list[dict], system_prompt: str) -> float:
     """Mean completion-token loss on the first rows, as the trainer computes it."""
-    samples = build_samples(rows, Encoder(tokenizer, FAMILIES["tiny"], system_prompt), 384).samples
+    samples = build_samples(rows, SampleTokenizer(tokenizer, FAMILIES["tiny"], system_prompt), 384).samples
     losses = []
     with torch.no_grad():
         for sample in samples:

@@ -6,9 +6,8 @@ import json
 import random
 import unicodedata
 
-from helpers import validate_inputs, write_jsonl
+from helpers import group_documents, validate_inputs, write_jsonl
 
-from koraft.data.neardup import group_documents
 from koraft.data.normalize import clean_text
 from koraft.data.readers import InputSpec, RawRecord
 from koraft.data.schema import Record, Reject, check_record

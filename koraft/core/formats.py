@@ -10,17 +10,11 @@ from typing import Any
 
 ANSWER_MARKER = "<ANSWER>:"  # ends every chain-of-thought target (gorilla's RAFT format)
 QUOTE = re.compile(r"##begin_quote##(.*?)##end_quote##", re.DOTALL)
-_DOCUMENT = re.compile(r"<DOCUMENT>(.*?)</DOCUMENT>", re.DOTALL)
 
 
 def user_message(record: dict[str, Any]) -> str:
     documents = "\n".join(f"<DOCUMENT>{text}</DOCUMENT>" for text in record["documents"])
     return f"{record['instruction']}\n\n{documents}\n\n질문: {record['question']}"
-
-
-def documents_in(prompt: str) -> list[str]:
-    """The documents a rendered prompt gives the model (after any dropping or trimming to fit)."""
-    return _DOCUMENT.findall(prompt)
 
 
 def completion(record: dict[str, Any]) -> str:

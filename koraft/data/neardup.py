@@ -8,7 +8,6 @@ from the content hash of the group's smallest member, so it does not depend on i
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 
 import numpy as np
 
@@ -110,12 +109,3 @@ class DocumentGrouper:
                     parent[max(a, b)] = min(a, b)  # the root is always the smallest hash in its group
         return {key: f"doc-{hashes[find(i)][:16]}" for i, key in enumerate(hashes)}
 
-
-def group_documents(
-    texts: Iterable[str], threshold: float, shingle_size: int, num_perm: int, bands: int
-) -> dict[str, str]:
-    """Map each distinct text to its near-duplicate group id."""
-    grouper = DocumentGrouper(threshold, shingle_size, num_perm, bands)
-    keys = {text: grouper.add(text) for text in texts}
-    ids = grouper.group_ids()
-    return {text: ids[key] for text, key in keys.items()}

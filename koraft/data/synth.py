@@ -273,7 +273,7 @@ def chain_of_thought(sentence: str, span: str) -> str:
     return f"##Reason: 문서에 ##begin_quote##{sentence}##end_quote## 라는 문장이 있다. 따라서 질문의 답은 {copula(span)}."
 
 
-def generate(
+def synthetic_corpus(
     num_docs: int,
     questions_per_doc: int = 3,
     seed: int = 0,

@@ -32,7 +32,7 @@ def stop_token_ids(model, tokenizer, family: Family) -> list[int]:
     return sorted(i for i in ids if i is not None and i != tokenizer.unk_token_id)
 
 
-def generate(model, tokenizer, prompts: list[list[int]], stops: list[int], max_new_tokens: int,
+def greedy_generate(model, tokenizer, prompts: list[list[int]], stops: list[int], max_new_tokens: int,
              batch_size: int) -> Generation:
     import torch
     from transformers import GenerationConfig

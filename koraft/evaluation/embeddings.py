@@ -30,7 +30,7 @@ HANGUL_PROBE = "서울에서 만나요. 은행나무 잎이 노랗게 물들었�
 
 
 @dataclass(frozen=True)
-class Encoder:
+class EmbeddingModel:
     name: str  # as params (or auto) named it
     source: str  # what from_pretrained loads: a local folder or a hub id
     revision: str | None = None
@@ -48,14 +48,15 @@ def for_family(table: dict[str, Any], family: str) -> Any:
     return table[family] if family in table else table["default"]
 
 
-def resolve_encoder(name: str, family: str, table: dict[str, str], key: str, revision: str | None = None) -> Encoder:
+def resolve_encoder(name: str, family: str, table: dict[str, str], key: str, revision: str | None = None
+                    ) -> EmbeddingModel:
     if name == "auto":
         name = for_family(table, family)
     if name == PACKAGED_ENCODER:
-        return Encoder(name, packaged_folder())
+        return EmbeddingModel(name, packaged_folder())
     if not isinstance(name, str) or not name:
         raise ParamError(f"{key}.model", f"must be auto, a hub id or a local folder, got {name!r}")
-    return Encoder(name, name, revision)
+    return EmbeddingModel(name, name, revision)
 
 
 def _is_jamo(ch: str) -> bool:
@@ -83,7 +84,7 @@ def hangul_problem(tokenizer) -> str | None:
     return None
 
 
-def encoder_report(encoder: Encoder, tokenizer, extra: dict[str, Any]) -> dict[str, Any]:
+def encoder_report(encoder: EmbeddingModel, tokenizer, extra: dict[str, Any]) -> dict[str, Any]:
     problem = hangul_problem(tokenizer)
     report = {"model": encoder.name, **extra, "represents_hangul": problem is None}
     if problem:
@@ -101,7 +102,7 @@ def device() -> str:
 class BertScore:
     """bert-score with an explicit model and layer; no idf, no baseline rescaling (both need corpus choices)."""
 
-    def __init__(self, encoder: Encoder, num_layers: int, batch_size: int):
+    def __init__(self, encoder: EmbeddingModel, num_layers: int, batch_size: int):
         from bert_score import BERTScorer
 
         self.encoder = encoder
@@ -129,7 +130,7 @@ class BertScore:
 class CosineSimilarity:
     """Cosine between the sentence embeddings of prediction and reference."""
 
-    def __init__(self, encoder: Encoder, batch_size: int):
+    def __init__(self, encoder: EmbeddingModel, batch_size: int):
         from sentence_transformers import SentenceTransformer
 
         self.encoder, self.batch_size = encoder, batch_size

@@ -23,7 +23,6 @@ import numpy as np
 
 from koraft.core.config import check_inside, check_number, check_seed, reject_unknown_keys, section
 from koraft.core.errors import KoraftError, ParamError
-from koraft.core.formats import documents_in
 from koraft.evaluation.answers import check_quotes, extract_answer
 from koraft.evaluation.bootstrap import Statistic, mean_of, paired_difference
 from koraft.evaluation.embeddings import (
@@ -37,7 +36,7 @@ from koraft.evaluation.embeddings import (
 )
 from koraft.evaluation.metrics import CORPUS_METRICS, LexicalScorer
 from koraft.evaluation.predictions import read_predictions
-from koraft.models.samples import Encoder, build_samples
+from koraft.models.samples import SampleTokenizer, build_samples
 
 VARIANTS = ("base", "finetuned", "student_base", "distilled")
 COMPARISONS = {"finetuned_vs_base": ("base", "finetuned"), "distilled_vs_student_base": ("student_base", "distilled")}
@@ -66,7 +65,7 @@ class SystemOutput:
     """One system's raw answers to the scored records, and what producing them cost."""
 
     outputs: dict[str, str]  # record id -> raw output
-    prompts: dict[str, str] = field(default_factory=dict)  # record id -> rendered prompt
+    documents: dict[str, list[str]] = field(default_factory=dict)  # record id -> documents the fitted prompt showed
     stopped: dict[str, bool] = field(default_factory=dict)
     new_tokens: dict[str, int] = field(default_factory=dict)
     seconds: float | None = None
@@ -147,17 +146,17 @@ def run_variant(name: str, rows: list[dict], params: dict[str, Any], settings: d
     import torch
 
     from koraft.core.measure import directory_bytes, peak_memory_mib
-    from koraft.evaluation.decoding import generate, stop_token_ids
+    from koraft.evaluation.decoding import greedy_generate, stop_token_ids
 
     model, tokenizer, resolved, system_prompt, folder = load_variant(name, params, paths)
     if torch.cuda.is_available():
         model.to("cuda")
         torch.cuda.reset_peak_memory_stats()
-    fitted = build_samples(rows, Encoder(tokenizer, resolved.family, system_prompt), settings["max_length"],
-                           keep_prompts=True)
+    fitted = build_samples(rows, SampleTokenizer(tokenizer, resolved.family, system_prompt), settings["max_length"],
+                           keep_documents=True)
     kept = [row["id"] for row in rows if row["id"] not in {skip["id"] for skip in fitted.skipped}]
     prompt_ids = [sample["input_ids"][:sample["completion_mask"].index(1)] for sample in fitted.samples]
-    result = generate(model, tokenizer, prompt_ids, stop_token_ids(model, tokenizer, resolved.family),
+    result = greedy_generate(model, tokenizer, prompt_ids, stop_token_ids(model, tokenizer, resolved.family),
                       settings["max_new_tokens"], settings["batch_size"])
     generated = sum(result.new_tokens)
     cost = {
@@ -170,7 +169,7 @@ def run_variant(name: str, rows: list[dict], params: dict[str, Any], settings: d
     del model
     gc.collect()
     return SystemOutput(outputs=dict(zip(kept, result.texts, strict=True)),
-                        prompts=dict(zip(kept, fitted.prompts, strict=True)),
+                        documents=dict(zip(kept, fitted.documents, strict=True)),
                         stopped=dict(zip(kept, result.stopped, strict=True)),
                         new_tokens=dict(zip(kept, result.new_tokens, strict=True)),
                         seconds=result.seconds, skipped=fitted.skipped, cost=cost)
@@ -232,7 +231,7 @@ def reasoning_report(rows: list[dict], system: SystemOutput, extracted: list[boo
     for i in expecting:
         record_id = rows[i]["id"]
         # The documents the prompt gave (dropped or trimmed to fit); a predictions file saw them all.
-        given = documents_in(system.prompts[record_id]) if system.prompts else rows[i]["documents"]
+        given = system.documents.get(record_id, rows[i]["documents"])
         checks.append(check_quotes(system.outputs[record_id], given))
     quotes = sum(check.quotes for check in checks)
     return {"samples": len(expecting),

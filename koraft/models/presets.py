@@ -26,7 +26,6 @@ class Family:
     target_modules: str | tuple[str, ...] = "all-linear"
     pad_token: str | None = None  # Llama-3 has none: a reserved token, never eos
     eos_token: str | None = None  # when the turn end differs from the tokenizer's eos
-    final_logit_softcap: float | None = None  # Gemma-2 caps logits at 30: matters for distillation
     template_kwargs: dict[str, Any] = field(default_factory=dict)  # pinned chat-template inputs
     always_system_prompt: bool = False  # Qwen2.5 injects its own default system prompt otherwise
 
@@ -35,7 +34,7 @@ FAMILIES = {
     "exaone4": Family("exaone4", template_kwargs={"enable_thinking": False}),
     "exaone3": Family("exaone3", needs_remote_code=True, eos_token="[|endofturn|]",
                       target_modules=("q_proj", "k_proj", "v_proj", "out_proj", "c_fc_0", "c_fc_1", "c_proj")),
-    "gemma2": Family("gemma2", supports_system_role=False, attn_implementation="eager", final_logit_softcap=30.0,
+    "gemma2": Family("gemma2", supports_system_role=False, attn_implementation="eager",
                      eos_token="<end_of_turn>"),  # the tokenizer's eos is <eos>; turns end earlier
     # The template writes today's date unless given one: pinned, or prompts (and caches) change daily.
     "llama3": Family("llama3", pad_token="<|finetune_right_pad_id|>", template_kwargs={"date_string": "26 Jul 2024"}),

@@ -27,7 +27,7 @@ class SampleSet:
         "samples_trimmed": 0, "samples_skipped": 0,
     })
     skipped: list[dict[str, Any]] = field(default_factory=list)  # id and reason
-    prompts: list[str] = field(default_factory=list)  # rendered prompt texts, when asked for
+    documents: list[list[str]] = field(default_factory=list)  # each kept sample's documents as fitted, when asked for
     prompt_tokens: list[int] = field(default_factory=list)
     completion_tokens: list[int] = field(default_factory=list)
 
@@ -36,7 +36,7 @@ class SampleSet:
                                           "completion": length_stats(self.completion_tokens)}}
 
 
-class Encoder:
+class SampleTokenizer:
     """Renders and tokenizes records for one tokenizer, family and system prompt."""
 
     def __init__(self, tokenizer: Any, family: Family, system_prompt: str):
@@ -52,8 +52,8 @@ class Encoder:
         return text, self.tokenizer(text, add_special_tokens=False)["input_ids"]  # templates add bos themselves
 
 
-def build_samples(rows: list[dict[str, Any]], encoder: Encoder, max_length: int, keep_prompts: bool = False
-                  ) -> SampleSet:
+def build_samples(rows: list[dict[str, Any]], encoder: SampleTokenizer, max_length: int,
+                  keep_documents: bool = False) -> SampleSet:
     result = SampleSet()
     for record in rows:
         result.counts["records"] += 1
@@ -62,7 +62,7 @@ def build_samples(rows: list[dict[str, Any]], encoder: Encoder, max_length: int,
             result.counts["samples_skipped"] += 1
             result.skipped.append({"id": record["id"], "reason": fitted})
             continue
-        (prompt_text, prompt_ids), (target_text, target_ids), dropped, trimmed = fitted
+        (prompt_text, prompt_ids), (target_text, target_ids), dropped, trimmed, documents = fitted
         result.counts["samples"] += 1
         result.counts["documents_dropped"] += dropped
         result.counts["samples_with_dropped_documents"] += dropped > 0
@@ -71,15 +71,15 @@ def build_samples(rows: list[dict[str, Any]], encoder: Encoder, max_length: int,
                                "completion_mask": [0] * len(prompt_ids) + [1] * len(target_ids)})
         result.manifest.append({"id": record["id"], "prompt_sha256": text_sha256(prompt_text),
                                 "target_sha256": text_sha256(target_text)})
-        if keep_prompts:
-            result.prompts.append(prompt_text)
+        if keep_documents:
+            result.documents.append(documents)
         result.prompt_tokens.append(len(prompt_ids))
         result.completion_tokens.append(len(target_ids))
     return result
 
 
-def fit_record(record: dict[str, Any], encoder: Encoder, max_length: int):
-    """(prompt, target, documents dropped, golden trimmed) that fit, or the reason it cannot."""
+def fit_record(record: dict[str, Any], encoder: SampleTokenizer, max_length: int):
+    """(prompt, target, documents dropped, golden trimmed, documents shown) that fit, or the reason it cannot."""
     target = encoder.target(record)
     if len(target[1]) >= max_length:
         return f"target alone is {len(target[1])} tokens, max_length is {max_length}"
@@ -94,13 +94,14 @@ def fit_record(record: dict[str, Any], encoder: Encoder, max_length: int):
         dropped += 1
         prompt = encoder.prompt(record)
     if len(prompt[1]) <= budget:
-        return prompt, target, dropped, False
+        return prompt, target, dropped, False, record["documents"]
     if record.get("oracle_index") is None:
         return f"prompt without any document is {len(prompt[1])} tokens, {budget} left after the target"
     trimmed = trim_golden(record, encoder, budget)
     if trimmed is None:
         return f"golden document cannot shrink around its answer to fit {budget} prompt tokens"
-    return trimmed, target, dropped, True
+    prompt, documents = trimmed
+    return prompt, target, dropped, True, documents
 
 
 def without_document(record: dict[str, Any], index: int) -> dict[str, Any]:
@@ -123,24 +124,27 @@ def evidence_span(document: str, record: dict[str, Any]) -> tuple[int, int]:
     return min(s for s, _ in spans), max(e for _, e in spans)
 
 
-def trim_golden(record: dict[str, Any], encoder: Encoder, budget: int) -> tuple[str, list[int]] | None:
-    """The longest window of the golden document, centred on its evidence, whose prompt fits."""
+def trim_golden(record: dict[str, Any], encoder: SampleTokenizer, budget: int
+                ) -> tuple[tuple[str, list[int]], list[str]] | None:
+    """The longest window of the golden document, centred on its evidence, whose prompt fits; with the
+    documents that prompt shows."""
     oracle = record["oracle_index"]
     document = record["documents"][oracle]
     start, end = evidence_span(document, record)
 
-    def prompt_for(width: int) -> tuple[str, list[int]]:
+    def documents_for(width: int) -> list[str]:
         left = max(0, min(start - (width - (end - start)) // 2, len(document) - width))
         documents = list(record["documents"])
         documents[oracle] = document[left:left + width]
-        return encoder.prompt({**record, "documents": documents})
+        return documents
 
     low, high, best = end - start, len(document) - 1, None
     while low <= high:  # binary search on the window width in characters
         width = (low + high) // 2
-        prompt = prompt_for(width)
+        documents = documents_for(width)
+        prompt = encoder.prompt({**record, "documents": documents})
         if len(prompt[1]) <= budget:
-            best, low = prompt, width + 1
+            best, low = (prompt, documents), width + 1
         else:
             high = width - 1
     return best

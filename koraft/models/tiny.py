@@ -50,10 +50,10 @@ def build_tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from koraft.data.synth import generate
+    from koraft.data.synth import synthetic_corpus
 
     texts = []
-    for document, qas in generate(TOKENIZER_DOCS, seed=TOKENIZER_SEED):
+    for document, qas in synthetic_corpus(TOKENIZER_DOCS, seed=TOKENIZER_SEED):
         texts.append(document.text)
         texts.extend(f"{qa.question} {qa.answer} {qa.cot or ''}" for qa in qas)
     backend = Tokenizer(models.BPE())

@@ -26,7 +26,7 @@ from koraft.core.processes import is_main_process
 from koraft.models.loading import load_model, load_tokenizer, torch_dtype
 from koraft.models.manifest import write_manifest
 from koraft.models.presets import ResolvedModel, ensure_available, resolve_model
-from koraft.models.samples import Encoder, SampleSet
+from koraft.models.samples import SampleSet, SampleTokenizer
 from koraft.models.trained import load_trained, load_trained_tokenizer, trained_model_info
 from koraft.training.distill_loss import DIVERGENCES, KDSettings
 from koraft.training.teacher_cache import (
@@ -206,7 +206,7 @@ def distill(train_rows: list[dict], val_rows: list[dict], distill_params: dict[s
     teacher_name, student_name = teacher_resolved.preset or teacher_resolved.source, \
         student_resolved.preset or student_resolved.source
     if train_rows:
-        rendered = [Encoder(tokenizer, resolved.family, system_prompt).prompt(train_rows[0])[0]
+        rendered = [SampleTokenizer(tokenizer, resolved.family, system_prompt).prompt(train_rows[0])[0]
                     for tokenizer, resolved in ((teacher_tokenizer, teacher_resolved),
                                                 (student_tokenizer, student_resolved))]
         check_same_vocabulary(teacher_tokenizer, student_tokenizer, teacher_name, student_name, rendered[:1])

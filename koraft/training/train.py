@@ -24,7 +24,7 @@ from koraft.core.processes import engine, is_main_process, start_process_group, 
 from koraft.models.loading import check_target_modules, load_model, load_tokenizer
 from koraft.models.manifest import check_system_prompt, write_manifest
 from koraft.models.presets import Family, ResolvedModel, ensure_available, resolve_model
-from koraft.models.samples import Encoder, SampleSet, build_samples
+from koraft.models.samples import SampleSet, SampleTokenizer, build_samples
 from koraft.training.launch import check_launcher
 
 METHODS = ("qlora", "lora", "full")
@@ -187,7 +187,7 @@ def encode_splits(tokenizer, family: Family, system_prompt: str, max_length: int
                   val_rows: list[dict], train_path: str, key: str = "train") -> tuple[SampleSet, SampleSet]:
     if not train_rows:
         raise KoraftError(f"{train_path}: training split is empty; check split.ratios and the raw inputs")
-    encoder = Encoder(tokenizer, family, system_prompt)
+    encoder = SampleTokenizer(tokenizer, family, system_prompt)
     train_set = build_samples(train_rows, encoder, max_length)
     if not train_set.samples:
         raise ParamError(f"{key}.args.max_length", f"{max_length} tokens hold no sample of {train_path}: "
