@@ -171,10 +171,13 @@ def set_param(project: Path, dotted: str, value) -> None:
 
 
 def commit_short_runs(project: Path, *sections: str) -> None:
-    """Three training steps for each section, committed so `dvc exp run` starts from them."""
+    """Three training steps for each section and short answers with fewer bootstrap resamples for the
+    evaluation, committed so `dvc exp run` starts from them."""
     for section in sections:
         for key, value in {"max_steps": 3, "eval_steps": 2, "save_steps": 2, "logging_steps": 1}.items():
             set_param(project, f"{section}.args.{key}", value)
+    set_param(project, "eval.max_new_tokens", 16)
+    set_param(project, "eval.bootstrap.resamples", 200)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "short runs"], project)
 
 

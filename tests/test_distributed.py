@@ -27,10 +27,11 @@ from koraft.models.loading import load_model, sharded_quantization
 from koraft.models.presets import resolve_model
 from koraft.training.launch import accelerate_settings, check_launcher, launch_command
 
+pytestmark = [pytest.mark.slow, pytest.mark.distributed]
+
 AUDIT_HOOK = '''
 import os, sys
 
-pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 _name = f"{os.environ.get('RANK', 'launcher')}-{os.getpid()}.log"
 _log = open(os.path.join(os.environ["KORAFT_AUDIT_DIR"], _name), "a")
 _WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC

@@ -23,9 +23,7 @@ class MorphemeTokenizer:
     """texts -> morpheme forms; `content_only` keeps what BM25 matches on, else every non-punctuation morpheme."""
 
     def __init__(self, content_only: bool = True) -> None:
-        from kiwipiepy import Kiwi  # imported here: loading its model takes about a second
-
-        self._kiwi = Kiwi(num_workers=min(4, os.cpu_count() or 1))
+        self._kiwi = _kiwi()
         self.content_only = content_only
 
     def __call__(self, texts: list[str]) -> list[list[str]]:
@@ -36,6 +34,14 @@ class MorphemeTokenizer:
 
 
 @cache
+def _kiwi():
+    """Kiwi's analyser, loaded once per process (its model takes about a second and 500 MiB)."""
+    from kiwipiepy import Kiwi
+
+    return Kiwi(num_workers=min(4, os.cpu_count() or 1))
+
+
+@cache
 def morpheme_tokenizer(content_only: bool = True) -> MorphemeTokenizer:
-    """One tokenizer per process and mode: Kiwi's model loads once, however many indexes and scorers use it."""
+    """One tokenizer per process and mode, sharing one Kiwi, however many indexes and scorers use it."""
     return MorphemeTokenizer(content_only)

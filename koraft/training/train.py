@@ -276,8 +276,8 @@ def train(train_rows: list[dict], val_rows: list[dict], model: dict[str, Any], t
           ) -> dict[str, Any] | None:
     """Train and save; returns the metrics for metrics/train.json on rank 0, None on the other processes."""
     check_train(train_params)
-    check_library_settings(train_params)
     resolved = resolve_model(model, paths.tiny_models)
+    check_library_settings(train_params)
     ensure_available(resolved)
     peft = peft_settings(train_params, resolved)
     tokenizer = load_tokenizer(resolved)
