@@ -88,8 +88,8 @@ def test_real_families_get_their_license_and_base_model(teacher_adapter, tmp_pat
 def test_hub_staging_adds_evaluation_and_never_writes_the_token(teacher_adapter, workspace, monkeypatch):
     folder = workspace / "adapter"
     shutil.copytree(teacher_adapter, folder)
-    (workspace / "data/split").mkdir(parents=True)
-    (workspace / "data/split/train.jsonl").write_text('{"id": "a"}\n', encoding="utf-8")
+    (workspace / "data/raft").mkdir(parents=True)
+    (workspace / "data/raft/train.jsonl").write_text('{"id": "a"}\n', encoding="utf-8")
     monkeypatch.setenv("HF_TOKEN", "hf_secret_value_123")
     staged = stage_folder(folder, workspace / "staged")
     names = {path.name for path in staged.iterdir()}

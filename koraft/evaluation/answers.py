@@ -1,6 +1,6 @@
 """What a model's output answers, and whether its chain of thought quotes the documents it was given.
 
-A RAFT target ends in `<ANSWER>: answer` after any reasoning (DESIGN.md §2). Models drift in
+A RAFT target ends in `<ANSWER>: answer` after any reasoning (docs/design.md §2). Models drift in
 spacing and case (`<ANSWER> : `, `<answer>:`, a full-width colon), so the marker is matched
 tolerantly; the answer is the first non-empty line after its last occurrence.
 """

@@ -1,6 +1,6 @@
 """Evaluate: answer the test split with each variant, score the answers, compare the variants.
 
-Variants (DESIGN.md §6): `base` (the `model:` preset as it is), `finetuned` (+ the train
+Variants (docs/design.md §6): `base` (the `model:` preset as it is), `finetuned` (+ the train
 stage's adapter), `student_base` (`distill.student` as it is) and `distilled` (the distill
 stage's student). Each one renders the test records through its own chat template exactly as
 training did (same system prompt, same fitting to `max_length`), answers greedily, and has its

@@ -1,4 +1,4 @@
-"""Model presets (DESIGN.md §3): which weights, and the quirks of each model family.
+"""Model presets (docs/design.md §3): which weights, and the quirks of each model family.
 
 `model.preset` picks a row; `model.name` (hub id or local folder) with `model.family` covers
 anything else. Resolution never downloads: a hub id is used only where the hub is reachable,

@@ -26,6 +26,8 @@ from koraft.core.hashing import file_sha256
 from koraft.evaluation.evaluate import COMPARISONS
 from koraft.models.card import render_card
 from koraft.models.manifest import read_manifest
+from koraft.training.distill import distill_settings
+from koraft.training.train import train_settings
 
 SKIPPED = {"training_args.bin"}
 
@@ -45,11 +47,11 @@ def evaluation_for(folder: Path, eval_path: Path) -> dict[str, Any] | None:
 
 
 def stage_folder(folder: Path, target: Path, params_path: Path = Path("params.yaml"),
-                 eval_path: Path = Path("metrics/eval.json"), data_path: Path = Path("data/split/train.jsonl")) -> Path:
+                 eval_path: Path = Path("metrics/eval.json"), data_path: Path = Path("data/raft/train.jsonl")) -> Path:
     """Copy `folder` to `target` with the card re-rendered; returns target."""
     manifest = read_manifest(folder)
     params = yaml.safe_load(params_path.read_text(encoding="utf-8"))
-    section = params["distill"] if "distilled_from" in manifest else params["train"]
+    section = distill_settings(params) if "distilled_from" in manifest else train_settings(params)
     stage_metrics = Path("metrics/distill.json" if "distilled_from" in manifest else "metrics/train.json")
     training = json.loads(stage_metrics.read_text(encoding="utf-8")) if stage_metrics.exists() else {}
     target.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Logit distillation of the train stage's model (teacher) into a smaller student (DESIGN.md §5).
+"""Logit distillation of the train stage's model (teacher) into a smaller student (docs/design.md §5).
 
 Read top to bottom: check params; compare the two tokenizers before anything loads; render the
 student's samples exactly as train renders them (same template, same truncation); get the
