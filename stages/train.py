@@ -11,7 +11,7 @@ from koraft.core.config import load_params, section
 from koraft.core.jsonl import read_jsonl, write_json
 from koraft.models.card import write_card
 from koraft.training.launch import launched_elsewhere
-from koraft.training.train import TrainPaths, train
+from koraft.training.train import TrainPaths, train, train_settings
 
 OPTIONS = ("train", "val", "base_models", "adapter", "checkpoints", "plots", "metrics")
 
@@ -19,16 +19,17 @@ OPTIONS = ("train", "val", "base_models", "adapter", "checkpoints", "plots", "me
 def main() -> None:
     args = stage_paths("train", *OPTIONS)
     params = load_params()
-    if launched_elsewhere(section(params, "train"), "train", "stages.train"):
+    settings = train_settings(params)  # the train section with the top-level seed
+    if launched_elsewhere(settings, "train", "stages.train"):
         return
     paths = TrainPaths(adapter=args.adapter, checkpoints=args.checkpoints, plots=args.plots,
                        tiny_models=args.base_models)
-    metrics = train(list(read_jsonl(args.train)), list(read_jsonl(args.val)), section(params, "model"),
-                    section(params, "train"), paths, str(args.train))
+    metrics = train(list(read_jsonl(args.train)), list(read_jsonl(args.val)), section(params, "model"), settings,
+                    paths, str(args.train))
     if metrics is None:  # not rank 0: rank 0 writes the metrics and the card
         return
     write_json(args.metrics, metrics)
-    write_card(paths.adapter, metrics, section(params, "train"), str(args.train))
+    write_card(paths.adapter, metrics, settings, str(args.train))
     samples = metrics["samples"]["train"]
     print(f"train: {metrics['steps']} steps, eval loss {metrics['loss']['eval_final']} "
           f"(best {metrics['loss']['eval_best']} at step {metrics['loss']['eval_best_step']}), "

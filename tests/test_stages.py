@@ -124,6 +124,8 @@ def test_train_stage_and_a_preset_experiment(reproduced, tmp_path):
     assert metrics["model"]["preset"] == "tiny-m" and metrics["steps"] == 3
     assert (project / "metrics/train/plots/metrics/train/loss.tsv").exists()
     assert not (project / "checkpoints/train").exists()
+    seed = yaml.safe_load((project / "params.yaml").read_text())["seed"]
+    assert f"'seed': {seed}" in (project / "models/train/adapter/README.md").read_text()  # the one seed reached SFT
     assert "Data and pipelines are up to date" in run(["dvc", "repro", "train"], project).stdout
 
     run(["dvc", "exp", "run", "train", "-S", "model.preset=tiny-s"], project)  # up to train, not the whole pipeline
