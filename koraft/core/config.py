@@ -107,7 +107,8 @@ def check_fields(values: dict[str, Any], config_class: type, key: str) -> None:
             fits = True
         if not fits:
             names = " or ".join(sorted({_TYPE_NAMES[kind] for kind in allowed}))
-            hint = " (write floats like 2.0e-4: YAML reads 2e-4 as a string)" if isinstance(value, str) else ""
+            numeric = isinstance(value, str) and allowed & {int, float}
+            hint = " (write floats like 2.0e-4: YAML reads 2e-4 as a string)" if numeric else ""
             raise ParamError(f"{key}.{name}", f"must be {names}, got {value!r}{hint}")
 
 
