@@ -63,5 +63,3 @@ class QualityReport:
             name: {kind: length_stats(values) for kind, values in self.lengths[name].items()} for name in SPLITS}}
         report["leakage"] = self.leakage()
         return report
-
-

@@ -56,17 +56,14 @@ class DocumentStore:
         self.path.unlink(missing_ok=True)
 
 
-def document_store(records_path: str | Path, scratch: Path) -> tuple[DocumentStore, Counter]:
-    """One text per doc_id: the group member with the smallest content hash (order-independent);
-    and the number of records of each doc_id."""
+def document_store(records_path: str | Path, scratch: Path) -> DocumentStore:
+    """One text per doc_id: the group member with the smallest content hash (order-independent)."""
     best: dict[str, tuple[str, int]] = {}  # doc_id -> (content hash, offset of a record holding that text)
-    records_per_doc: Counter = Counter()
     with open(records_path, "rb") as handle:
         offset = 0
         for raw in handle:
             if raw.strip():
                 record = json.loads(raw)
-                records_per_doc[record["doc_id"]] += 1
                 candidate = (text_hash(record["context"]), offset)
                 current = best.get(record["doc_id"])
                 if current is None or candidate[0] < current[0]:
@@ -76,7 +73,7 @@ def document_store(records_path: str | Path, scratch: Path) -> tuple[DocumentSto
         for doc_id, (_, where) in sorted(best.items(), key=lambda item: item[1][1]):
             handle.seek(where)
             store.add(doc_id, json.loads(handle.readline())["context"])
-    return store, records_per_doc
+    return store
 
 
 def write_raft(records_path: str | Path, raft_path: str | Path, raft: dict[str, Any], seed: int, split_name: str,
@@ -89,12 +86,12 @@ def write_raft(records_path: str | Path, raft_path: str | Path, raft: dict[str, 
     """
     raft_path = Path(raft_path)
     raft_path.parent.mkdir(parents=True, exist_ok=True)
-    texts, records_per_doc = document_store(records_path, raft_path.with_name(raft_path.name + ".documents"))
+    texts = document_store(records_path, raft_path.with_name(raft_path.name + ".documents"))
     try:
         doc_ids = sorted(texts)
         num = raft["num_distractors"]
         needed = num + 1 if raft["p_golden"] == 1 else num + 2  # a record without its golden doc shows num + 1
-        if records_per_doc and len(doc_ids) < needed:
+        if doc_ids and len(doc_ids) < needed:  # an empty split needs none
             raise KoraftError(
                 f"{records_path}: split '{split_name}' has {len(doc_ids)} documents but raft.num_distractors={num} "
                 f"with raft.p_golden={raft['p_golden']} needs at least {needed}: lower raft.num_distractors, "

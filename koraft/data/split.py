@@ -8,6 +8,7 @@ and the ratios.
 from __future__ import annotations
 
 import hashlib
+from array import array
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ def write_splits(records_path: str | Path, outputs: dict[str, Path], split: dict
     counts: Counter = Counter()
     documents: dict[str, set[str]] = {name: set() for name in SPLITS}
     texts: dict[str, set[str]] = {name: set() for name in SPLITS}
-    lengths = {name: {field: [] for field in ("question", "context", "answer")} for name in SPLITS}
+    lengths = {name: {field: array("q") for field in ("question", "context", "answer")} for name in SPLITS}
     for path in outputs.values():
         path.parent.mkdir(parents=True, exist_ok=True)
     handles = {name: open(outputs[name], "w", encoding="utf-8", newline="\n") for name in SPLITS}

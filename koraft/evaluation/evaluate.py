@@ -48,8 +48,7 @@ METRIC_LABELS = {"exact_match": "EM", "f1": "F1", "rouge1": "ROUGE-1", "rouge2":
                  "rouge1_char": "ROUGE-1 (char)", "rouge2_char": "ROUGE-2 (char)", "rougeL_char": "ROUGE-L (char)",
                  "bleu": "BLEU", "chrf": "chrF", "bertscore_precision": "BERTScore-P",
                  "bertscore_recall": "BERTScore-R", "bertscore_f1": "BERTScore-F1", "cosine": "cosine"}
-KEYS = {"variants", "max_new_tokens", "batch_size", "bertscore", "cosine", "bootstrap",
-        "predictions_file"}
+KEYS = {"variants", "max_new_tokens", "batch_size", "bertscore", "cosine", "bootstrap", "predictions_file"}
 
 
 @dataclass(frozen=True)
@@ -106,8 +105,8 @@ def check_eval(params: dict[str, Any]) -> dict[str, Any]:
         raise ParamError("eval.variants", "every variant is switched off and no predictions_file is set: "
                                           "nothing to evaluate")
     # Test prompts are fitted as training fitted its samples, and the bootstrap draws from the one seed.
-    max_length = section(section(params, "train"), "args", "train.").get("max_length")
-    check_number({"max_length": max_length}, "max_length", "train.args", 8, 10**6, integer=True)
+    train_args = section(section(params, "train"), "args", "train.")
+    max_length = check_number(train_args, "max_length", "train.args", 8, 10**6, integer=True)
     return {**settings, "max_length": max_length, "bootstrap": {**bootstrap, "seed": check_seed(params)}}
 
 

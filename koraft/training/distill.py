@@ -240,9 +240,7 @@ def distill(train_rows: list[dict], val_rows: list[dict], distill_params: dict[s
         trainer_kwargs["teacher"] = teacher
         teacher_identity = folder_sha256(paths.teacher)
 
-    from koraft.training.distill_trainer import (
-        KDTrainer,  # trl (and bitsandbytes) load only once the params are known good
-    )
+    from koraft.training.distill_trainer import KDTrainer
 
     method = distill_params["method"]
     student = load_model(student_resolved, distill_params["quantization"] if method == "qlora" else None,
