@@ -4,8 +4,10 @@
 
 `.github/workflows/pr.yaml` runs it after `dvc repro` on the tiny pipeline and posts the output as
 one comment, updated in place on later pushes (the first line is a marker to find it by). The
-headline table holds the evaluation metrics per variant with the change, then the fine-tuned vs
-base confidence interval; the full `dvc metrics diff` and `dvc params diff` follow, folded.
+headline table holds the evaluation metrics per variant with the change; then, per variant, whether
+its F1 and EM change is signal or within noise (a paired bootstrap over the records both runs scored,
+read from each revision's metrics/eval/predictions.jsonl), and the fine-tuned vs base confidence
+interval; the full `dvc metrics diff` and `dvc params diff` follow, folded.
 Without --head the workspace is compared.
 """
 
@@ -17,9 +19,12 @@ import subprocess
 from pathlib import Path
 
 from koraft.evaluation.evaluate import METRIC_LABELS, VARIANTS
+from koraft.publish.noise import run_change
+from koraft.publish.report import read_text
 
 MARKER = "<!-- koraft-metrics -->"
 EVAL = "metrics/eval.json"
+PREDICTIONS = "metrics/eval/predictions.jsonl"
 HEADLINE = {metric: METRIC_LABELS[metric] for metric in ("f1", "exact_match", "rougeL", "chrf", "bertscore_f1",
                                                           "cosine")}
 
@@ -59,10 +64,31 @@ def intervals(diff: dict) -> list[str]:
         delta = evaluation.get(f"{key}.delta", {}).get("new")
         if delta is not None:
             verdict = "ahead" if low is not None and low > 0 else "behind" if high is not None and high < 0 else \
-                "not separable"
+                "within noise (the interval covers 0)"
             lines.append(f"- {label.replace('_vs_', ' vs ').replace('_', ' ')}: F1 {delta:+.4f}, {confidence:.0%} CI "
                          f"[{low:+.4f}, {high:+.4f}]: {verdict}")
     return lines
+
+
+def predictions(revision: str | None) -> list[dict]:
+    """A revision's per-record scores (the workspace's without one); [] when it has none."""
+    text = read_text(PREDICTIONS, revision)
+    return [json.loads(line) for line in text.splitlines() if line.strip()] if text else []
+
+
+def noise(base: str, head: str | None) -> list[str]:
+    """Per variant: is its F1 and EM change against the base signal, or within noise?"""
+    old, new = predictions(base), predictions(head)
+    bootstrap = json.loads(read_text(EVAL, head) or "{}").get("scoring", {}).get("bootstrap")
+    if not old or not new or not bootstrap:
+        return ["- no per-record predictions on one side: signal and noise cannot be told apart"]
+    lines = []
+    for variant in VARIANTS:
+        for metric in ("f1", "exact_match"):
+            change = run_change(old, new, variant, metric, bootstrap)
+            if change is not None:
+                lines.append(f"- {variant} {HEADLINE[metric]}: {change.words()}")
+    return lines or ["- no test record was scored by both runs: the test split changed, so no paired comparison"]
 
 
 def comment(base: str, head: str | None, plots_url: str | None = None) -> str:
@@ -72,7 +98,8 @@ def comment(base: str, head: str | None, plots_url: str | None = None) -> str:
     params = dvc("params", "diff", *revs, "--md").strip() or "No param changed."
     parts = [MARKER, f"## koraft: `{head or 'this branch'}` against `{base}`", "", "Evaluation on the test split "
              "(BLEU and chrF 0-100, the rest 0-1; change against the base in brackets):", "", *headline(diff), ""]
-    parts += intervals(diff)
+    parts += ["Signal or noise, per variant (paired bootstrap against the base's own predictions):", "",
+              *noise(base, head), "", *intervals(diff)]
     if plots_url:
         parts += ["", f"Loss curves and plots: [dvc plots diff]({plots_url}) (artifact `plots`)."]
     parts += ["", "<details><summary>Params changed</summary>", "", params, "", "</details>", "",

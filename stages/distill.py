@@ -13,7 +13,7 @@ from koraft.training.distill import DistillPaths, distill, distill_settings
 from koraft.training.launch import launched_elsewhere
 from koraft.training.train import TrainPaths
 
-OPTIONS = ("train", "val", "base_models", "teacher", "cache", "student", "checkpoints", "plots", "metrics")
+OPTIONS = ("train", "val", "base_models", "teacher", "cache", "student", "checkpoints", "plots", "metrics", "cost")
 
 
 def main() -> None:
@@ -27,6 +27,7 @@ def main() -> None:
     metrics = distill(list(read_jsonl(args.train)), list(read_jsonl(args.val)), settings, paths, str(args.train))
     if metrics is None:  # not rank 0
         return
+    write_json(args.cost, metrics.pop("cost"))  # timings differ run to run: kept out of the compared metrics
     write_json(args.metrics, metrics)
     write_card(paths.student.adapter, metrics, settings, str(args.train))
     loss, agreement = metrics["loss"], metrics["agreement"]

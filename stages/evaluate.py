@@ -1,9 +1,10 @@
 """evaluate: answer the test split with each variant (or score eval.predictions_file), compare them.
 
 Outputs: the metrics file (every metric per variant, split by golden document present/absent, reasoning
-checks, cost, bootstrap intervals of fine-tuned vs base and distilled vs student base), the predictions
+checks, bootstrap intervals of fine-tuned vs base and distilled vs student base), the predictions
 for review (question, reference, each variant's output and scores) and the headline metrics per variant,
-for `dvc plots`.
+for `dvc plots`, and
+the cost of each variant (latency, tokens/s, peak memory, adapter size), apart from the compared metrics.
 """
 
 from koraft.core.cli import run_stage, stage_paths
@@ -11,7 +12,7 @@ from koraft.core.config import load_params
 from koraft.core.jsonl import read_jsonl, write_json, write_jsonl
 from koraft.evaluation.evaluate import EvalPaths, evaluate, systems, variant_rows
 
-OPTIONS = ("test", "base_models", "adapter", "student", "predictions_dir", "metrics", "predictions", "variants")
+OPTIONS = ("test", "base_models", "adapter", "student", "predictions_dir", "metrics", "predictions", "variants", "cost")
 
 
 def main() -> None:
@@ -19,6 +20,8 @@ def main() -> None:
     paths = EvalPaths(adapter=args.adapter, student=args.student, tiny_models=args.base_models,
                       predictions=args.predictions_dir)
     metrics, review = evaluate(list(read_jsonl(args.test)), load_params(), paths)
+    # timings differ run to run: kept out of the compared metrics
+    write_json(args.cost, {name: metrics[name].pop("cost") for name in systems(metrics) if "cost" in metrics[name]})
     write_json(args.metrics, metrics)
     write_jsonl(args.predictions, review)
     write_json(args.variants, variant_rows(metrics))

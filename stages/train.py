@@ -13,7 +13,7 @@ from koraft.models.card import write_card
 from koraft.training.launch import launched_elsewhere
 from koraft.training.train import TrainPaths, train, train_settings
 
-OPTIONS = ("train", "val", "base_models", "adapter", "checkpoints", "plots", "metrics")
+OPTIONS = ("train", "val", "base_models", "adapter", "checkpoints", "plots", "metrics", "cost")
 
 
 def main() -> None:
@@ -28,6 +28,7 @@ def main() -> None:
                     paths, str(args.train))
     if metrics is None:  # not rank 0: rank 0 writes the metrics and the card
         return
+    write_json(args.cost, metrics.pop("cost"))  # timings differ run to run: kept out of the compared metrics
     write_json(args.metrics, metrics)
     write_card(paths.adapter, metrics, settings, str(args.train))
     samples = metrics["samples"]["train"]

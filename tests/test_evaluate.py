@@ -62,6 +62,11 @@ def test_every_variant_is_generated_scored_and_compared(evaluated):
         cut = sum(not row["outputs"][name]["stopped"] for row in review)
         assert variant["generation"]["cut"] == cut
         assert variant["cost"]["latency_per_sample_s"] > 0 and variant["cost"]["generated_tokens_per_s"] > 0
+        assert variant["prompts"]["prompts"] + variant["prompts"]["prompts_unfit"] == len(rows)
+        assert variant["prompts"]["tokens"]["max"] <= variant["prompts"]["budget"]
+        own = variant["intervals"]["f1"]
+        assert own["low"] <= variant["f1"] <= own["high"] and own["half_width"] == pytest.approx(
+            (own["high"] - own["low"]) / 2, abs=1e-4)
     assert metrics["base"]["cost"]["adapter_bytes"] == 0 and metrics["finetuned"]["cost"]["adapter_bytes"] > 0
     for label in COMPARISONS:
         for metric in MAIN_METRICS:
@@ -92,6 +97,44 @@ def test_same_params_give_the_same_answers_and_metrics(params, raft_rows, eval_p
     without_cost = lambda m: {k: v for k, v in m.items() if k != "cost"}  # noqa: E731
     assert without_cost(again["finetuned"]) == without_cost(metrics["finetuned"])
     assert set(again) == {"finetuned", "comparisons", "scoring", "warnings"} and again["comparisons"] == {}
+
+
+def with_max_length(params: dict, max_length: int) -> dict:
+    result = copy.deepcopy(params)
+    result["train"]["args"]["max_length"] = max_length
+    return result
+
+
+def test_test_prompts_never_depend_on_the_reference(params, raft_rows, eval_paths):
+    """Any reference, long or short, leaves every variant's prompts and outputs as they were."""
+    rows = raft_rows["test"][:8]
+    # A budget that forces distractors out and golden documents to be trimmed: the fitting really runs.
+    settings = with_max_length(eval_params(params, max_new_tokens=16), 160)
+    metrics, review = evaluate(rows, settings, eval_paths)
+    for name in VARIANTS:
+        prompts = metrics[name]["prompts"]
+        assert prompts["documents_dropped"] > 0 and prompts["prompts_trimmed"] > 0 and prompts["prompts_unfit"] == 0
+    for reference in ("예", "아주 길고 자세한 참고 답변입니다. " * 40):
+        changed = [{**row, "answer": reference, "cot": f"##Reason: {reference}" if row.get("cot") else None}
+                   for row in rows]
+        again, again_review = evaluate(changed, settings, eval_paths)
+        for name in VARIANTS:
+            assert [r["outputs"][name]["output"] for r in again_review] == \
+                   [r["outputs"][name]["output"] for r in review], name
+            assert again[name]["prompts"] == metrics[name]["prompts"]
+
+
+def test_a_prompt_that_cannot_fit_is_scored_as_a_failure_and_counted(params, raft_rows, eval_paths):
+    rows = [dict(row) for row in raft_rows["test"][:4]]
+    rows[1]["question"] = "이 질문은 아주 깁니다 " * 60  # longer than the budget with no document at all
+    settings = eval_params(params, max_new_tokens=16, variants={"base": False, "finetuned": True,
+                                                                "student_base": False, "distilled": False})
+    metrics, review = evaluate(rows, settings, eval_paths)
+    prompts = metrics["finetuned"]["prompts"]
+    assert prompts["records"] == 4 and prompts["prompts"] == 3 and prompts["prompts_unfit"] == 1
+    assert metrics["scoring"]["samples"] == len(review) == 4  # scored, not dropped
+    unfit = review[1]["outputs"]["finetuned"]
+    assert unfit["prompt_unfit"] and unfit["output"] == "" and unfit["scores"]["f1"] == 0.0
 
 
 def test_batched_generation_gives_the_one_at_a_time_answers(params, raft_rows, eval_paths):

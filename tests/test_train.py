@@ -79,14 +79,15 @@ def test_interrupted_run_resumes_to_the_same_adapter(params, raft_rows, tiny_mod
     rows, val = raft_rows["train"][:12], raft_rows["val"][:4]
     settings = quick(params, "lora", steps=8)
     clean = paths(tmp_path / "clean", tiny_models)
-    train(rows, val, model_params(params), settings, clean)
+    uninterrupted = train(rows, val, model_params(params), settings, clean)
 
     interrupted = paths(tmp_path / "interrupted", tiny_models)
     with pytest.raises(KeyboardInterrupt):
         train(rows, val, model_params(params), settings, interrupted, callbacks=[Crash(at_step=4)])
     assert (interrupted.checkpoints / "checkpoint-4" / "trainer_state.json").exists()
     metrics = train(rows, val, model_params(params), settings, interrupted)
-    assert metrics["cost"]["resumed_from_step"] == 4
+    assert metrics.pop("cost")["resumed_from_step"] == 4 and uninterrupted.pop("cost")["resumed_from_step"] is None
+    assert metrics == uninterrupted  # every compared figure, the mean train loss included
 
     expected = load_file(clean.adapter / "adapter_model.safetensors")
     resumed = load_file(interrupted.adapter / "adapter_model.safetensors")

@@ -1,4 +1,4 @@
-"""Paired bootstrap confidence intervals for "system B minus system A" on the same test samples.
+"""Bootstrap confidence intervals: of one system's metric, and paired for "system B minus system A".
 
 Each resample draws the test samples with replacement and scores both systems on the same
 draw, so the interval reflects the difference on this test set rather than two independent
@@ -42,6 +42,15 @@ def paired_difference(a: Statistic, b: Statistic, samples: int, resamples: int, 
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(deltas, [tail, 100 - tail])
     return Difference(b(everything) - a(everything), float(low), float(high), float((deltas > 0).mean()))
+
+
+def interval(statistic: Statistic, samples: int, resamples: int, seed: int,
+             confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of one system's metric: how far it could move on another test set of this size."""
+    values = np.array([statistic(draw) for draw in resample_indices(samples, resamples, seed)])
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def mean_of(scores: np.ndarray) -> Statistic:

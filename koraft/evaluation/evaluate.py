@@ -3,9 +3,11 @@
 Variants (docs/design.md §6): `base` (the `model:` preset as it is), `finetuned` (+ the train
 stage's adapter), `student_base` (`distill.student` as it is) and `distilled` (the distill
 stage's student). Each one renders the test records through its own chat template exactly as
-training did (same system prompt, same fitting to `max_length`), answers greedily, and has its
-final answer extracted. Or, with `eval.predictions_file`, a file of any system's answers is
-scored instead and no model is loaded.
+training did (same system prompt, same document dropping), fits each prompt to `max_length -
+max_new_tokens` tokens, a budget the reference answer plays no part in, answers greedily, and has
+its final answer extracted. A record whose prompt cannot fit is scored as a failure and counted.
+Or, with `eval.predictions_file`, a file of any system's answers is scored instead and no model
+is loaded.
 
 Every metric is reported overall and split by whether the golden document was among the
 documents given; fine-tuned vs base and distilled vs student base get paired bootstrap
@@ -24,7 +26,7 @@ import numpy as np
 from koraft.core.config import check_inside, check_number, check_seed, reject_unknown_keys, section
 from koraft.core.errors import KoraftError, ParamError
 from koraft.evaluation.answers import check_quotes, extract_answer
-from koraft.evaluation.bootstrap import Statistic, mean_of, paired_difference
+from koraft.evaluation.bootstrap import Statistic, interval, mean_of, paired_difference
 from koraft.evaluation.embeddings import (
     AUTO_BERTSCORE,
     AUTO_BERTSCORE_LAYERS,
@@ -36,9 +38,10 @@ from koraft.evaluation.embeddings import (
 )
 from koraft.evaluation.metrics import CORPUS_METRICS, LexicalScorer
 from koraft.evaluation.predictions import read_predictions
-from koraft.models.samples import SampleTokenizer, build_samples
+from koraft.models.samples import SampleTokenizer, build_prompts
 
 VARIANTS = ("base", "finetuned", "student_base", "distilled")
+INTERVAL_METRICS = ("exact_match", "f1")  # each system's own bootstrap interval, next to its value
 COMPARISONS = {"finetuned_vs_base": ("base", "finetuned"), "distilled_vs_student_base": ("student_base", "distilled")}
 MAIN_METRICS = ("f1", "exact_match", "rougeL", "bleu", "chrf", "bertscore_f1", "cosine")
 METRIC_ORDER = ("exact_match", "f1", "rouge1", "rouge2", "rougeL", "rouge1_char", "rouge2_char", "rougeL_char",
@@ -68,7 +71,8 @@ class SystemOutput:
     stopped: dict[str, bool] = field(default_factory=dict)
     new_tokens: dict[str, int] = field(default_factory=dict)
     seconds: float | None = None
-    skipped: list[dict[str, Any]] = field(default_factory=list)
+    unfit: list[dict[str, Any]] = field(default_factory=list)  # id and reason: scored as failures
+    prompts: dict[str, Any] | None = None  # how the prompts were fitted
     cost: dict[str, Any] | None = None
 
 
@@ -104,10 +108,14 @@ def check_eval(params: dict[str, Any]) -> dict[str, Any]:
     if predictions is None and not any(variants.get(name, False) for name in VARIANTS):
         raise ParamError("eval.variants", "every variant is switched off and no predictions_file is set: "
                                           "nothing to evaluate")
-    # Test prompts are fitted as training fitted its samples, and the bootstrap draws from the one seed.
+    # Prompt and answer share train's max_length; the bootstrap draws from the one seed.
     train_args = section(section(params, "train"), "args", "train.")
     max_length = check_number(train_args, "max_length", "train.args", 8, 10**6, integer=True)
-    return {**settings, "max_length": max_length, "bootstrap": {**bootstrap, "seed": check_seed(params)}}
+    if settings["max_new_tokens"] >= max_length:
+        raise ParamError("eval.max_new_tokens", f"is {settings['max_new_tokens']}, which leaves no room for a prompt "
+                                                f"within train.args.max_length {max_length}")
+    return {**settings, "max_length": max_length, "prompt_budget": max_length - settings["max_new_tokens"],
+            "bootstrap": {**bootstrap, "seed": check_seed(params)}}
 
 
 def trained_folder(name: str, paths: EvalPaths) -> tuple[Path, str] | None:
@@ -151,12 +159,10 @@ def run_variant(name: str, rows: list[dict], params: dict[str, Any], settings: d
     if torch.cuda.is_available():
         model.to("cuda")
         torch.cuda.reset_peak_memory_stats()
-    fitted = build_samples(rows, SampleTokenizer(tokenizer, resolved.family, system_prompt), settings["max_length"],
-                           keep_documents=True)
-    kept = [row["id"] for row in rows if row["id"] not in {skip["id"] for skip in fitted.skipped}]
-    prompt_ids = [sample["input_ids"][:sample["completion_mask"].index(1)] for sample in fitted.samples]
-    result = greedy_generate(model, tokenizer, prompt_ids, stop_token_ids(model, tokenizer, resolved.family),
-                      settings["max_new_tokens"], settings["batch_size"])
+    fitted = build_prompts(rows, SampleTokenizer(tokenizer, resolved.family, system_prompt), settings["prompt_budget"])
+    kept = fitted.ids
+    result = greedy_generate(model, tokenizer, fitted.prompts, stop_token_ids(model, tokenizer, resolved.family),
+                             settings["max_new_tokens"], settings["batch_size"])
     generated = sum(result.new_tokens)
     cost = {
         "latency_per_sample_s": round(result.seconds / max(len(kept), 1), 4),
@@ -171,7 +177,8 @@ def run_variant(name: str, rows: list[dict], params: dict[str, Any], settings: d
                         documents=dict(zip(kept, fitted.documents, strict=True)),
                         stopped=dict(zip(kept, result.stopped, strict=True)),
                         new_tokens=dict(zip(kept, result.new_tokens, strict=True)),
-                        seconds=result.seconds, skipped=fitted.skipped, cost=cost)
+                        seconds=result.seconds, unfit=fitted.unfit, cost=cost,
+                        prompts=fitted.report(settings["prompt_budget"], [len(ids) for ids in fitted.prompts]))
 
 
 class Scorers:
@@ -257,10 +264,13 @@ def evaluate(test_rows: list[dict], params: dict[str, Any], paths: EvalPaths
         for name in VARIANTS:
             if settings["variants"].get(name, False):
                 systems[name] = run_variant(name, test_rows, params, settings, paths)
-    # Score every system on the records all of them answered, so the numbers compare like with like.
-    rows = [row for row in test_rows if all(row["id"] in system.outputs for system in systems.values())]
-    if not rows:
-        raise KoraftError("eval: no test record fits train.args.max_length for every variant; raise it")
+    # Every system is scored on every test record: one whose prompt did not fit counts as a failure.
+    rows = test_rows
+    for system in systems.values():
+        if len(system.unfit) == len(rows):
+            raise KoraftError(f"eval: no test prompt fits {settings['prompt_budget']} tokens (train.args.max_length "
+                              f"minus eval.max_new_tokens): {system.unfit[0]['reason']}")
+        system.outputs.update({unfit["id"]: "" for unfit in system.unfit})
     references = [row["answer"] for row in rows]
     scorers = Scorers(settings, family)
     golden = np.array([bool(row.get("oracle_included")) for row in rows])
@@ -276,14 +286,15 @@ def evaluate(test_rows: list[dict], params: dict[str, Any], paths: EvalPaths
             **summary(scores, stats, scorers, everything),
             "by_golden": {"present": summary(scores, stats, scorers, everything[golden]),
                           "absent": summary(scores, stats, scorers, everything[~golden])},
+            "intervals": intervals(scores, stats, scorers, len(rows), settings["bootstrap"]),
             "reasoning": reasoning_report(rows, system, [answer.extracted for answer in answers[name]]),
         }
         if system.cost is not None:
-            cut = sum(1 for row in rows if not system.stopped[row["id"]])
+            cut = sum(1 for row in rows if not system.stopped.get(row["id"], True))
             metrics[name]["generation"] = {
                 "max_new_tokens": settings["max_new_tokens"], "cut": cut, "cut_share": round(cut / len(rows), 4),
-                "mean_new_tokens": round(sum(system.new_tokens[row["id"]] for row in rows) / len(rows), 2),
-                "skipped": len(system.skipped)}
+                "mean_new_tokens": round(sum(system.new_tokens.get(row["id"], 0) for row in rows) / len(rows), 2)}
+            metrics[name]["prompts"] = system.prompts
             metrics[name]["cost"] = system.cost
     metrics["comparisons"] = compare(per_system, scorers, len(rows), settings["bootstrap"])
     metrics["scoring"] = {"samples": len(rows), "test_records": len(test_rows), **scorers.report(),
@@ -293,6 +304,17 @@ def evaluate(test_rows: list[dict], params: dict[str, Any], paths: EvalPaths
     if warnings:
         metrics["warnings"] = warnings
     return metrics, review_rows(rows, systems, answers, per_system)
+
+
+def intervals(scores: dict[str, np.ndarray], stats: dict[str, np.ndarray], scorers: Scorers, samples: int,
+              bootstrap: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The bootstrap interval of each headline metric of one system: the test split's own noise."""
+    result = {}
+    for metric in INTERVAL_METRICS:
+        low, high = interval(statistic(metric, scores, stats, scorers), samples, bootstrap["resamples"],
+                             bootstrap["seed"], bootstrap["confidence"])
+        result[metric] = {"low": round(low, 4), "high": round(high, 4), "half_width": round((high - low) / 2, 4)}
+    return result
 
 
 def compare(per_system: dict, scorers: Scorers, samples: int, bootstrap: dict[str, Any]) -> dict[str, Any]:
@@ -331,7 +353,8 @@ def review_rows(rows: list[dict], systems: dict[str, SystemOutput], answers: dic
             scores = per_system[name][0]
             outputs[name] = {"output": system.outputs[row["id"]], "answer": answers[name][i].text,
                              "answer_extracted": answers[name][i].extracted,
-                             **({"stopped": system.stopped[row["id"]]} if system.stopped else {}),
+                             **({"stopped": system.stopped.get(row["id"], True)} if system.stopped else {}),
+                             **({"prompt_unfit": True} if row["id"] in {u["id"] for u in system.unfit} else {}),
                              "scores": {metric: round(float(scores[metric][i]), 4) for metric in METRIC_ORDER
                                         if metric in scores}}
         review.append({"id": row["id"], "question": row["question"], "reference": row["answer"],

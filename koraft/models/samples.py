@@ -1,10 +1,14 @@
-"""RAFT records -> tokenized prompt/completion samples that fit `max_length`.
+"""RAFT records -> tokenized prompt/completion samples that fit `max_length`, and test prompts that fit a budget.
 
 An over-long sample first loses distractor documents (last listed first), then has its golden
 document trimmed to a window around the answer and the quotes of its chain of thought. The
 target (chain of thought, answer, end of turn) is never cut: a sample whose target cannot fit
 is skipped. Every drop, trim and skip is counted, and every kept sample's rendered prompt is
 hashed for the manifest.
+
+A test prompt (`build_prompts`) is fitted by the same rules to a budget that never depends on the
+reference: it drops distractors the same way, and a trimmed golden document keeps its beginning,
+since centring on the answer would tell the model where the answer is.
 """
 
 from __future__ import annotations
@@ -52,6 +56,44 @@ class SampleTokenizer:
         return text, self.tokenizer(text, add_special_tokens=False)["input_ids"]  # templates add bos themselves
 
 
+@dataclass
+class PromptSet:
+    """Test prompts fitted to a token budget, in the order of the records that fit."""
+
+    ids: list[str] = field(default_factory=list)
+    prompts: list[list[int]] = field(default_factory=list)
+    documents: list[list[str]] = field(default_factory=list)  # the documents each fitted prompt shows
+    counts: dict[str, int] = field(default_factory=lambda: {
+        "records": 0, "prompts": 0, "prompts_with_dropped_documents": 0, "documents_dropped": 0,
+        "prompts_trimmed": 0, "prompts_unfit": 0,
+    })
+    unfit: list[dict[str, Any]] = field(default_factory=list)  # id and reason
+
+    def report(self, budget: int, tokens: list[int]) -> dict[str, Any]:
+        return {"budget": budget, **self.counts, "tokens": length_stats(tokens)}
+
+
+def build_prompts(rows: list[dict[str, Any]], encoder: SampleTokenizer, budget: int) -> PromptSet:
+    """Each record's prompt fitted to `budget` tokens without looking at its answer or chain of thought."""
+    result = PromptSet()
+    for record in rows:
+        result.counts["records"] += 1
+        fitted = fit_documents(record, encoder, budget, around_evidence=False)
+        if isinstance(fitted, str):
+            result.counts["prompts_unfit"] += 1
+            result.unfit.append({"id": record["id"], "reason": fitted})
+            continue
+        (_, prompt_ids), dropped, trimmed, documents = fitted
+        result.counts["prompts"] += 1
+        result.counts["documents_dropped"] += dropped
+        result.counts["prompts_with_dropped_documents"] += dropped > 0
+        result.counts["prompts_trimmed"] += trimmed
+        result.ids.append(record["id"])
+        result.prompts.append(prompt_ids)
+        result.documents.append(documents)
+    return result
+
+
 def build_samples(rows: list[dict[str, Any]], encoder: SampleTokenizer, max_length: int,
                   keep_documents: bool = False) -> SampleSet:
     result = SampleSet()
@@ -83,7 +125,18 @@ def fit_record(record: dict[str, Any], encoder: SampleTokenizer, max_length: int
     target = encoder.target(record)
     if len(target[1]) >= max_length:
         return f"target alone is {len(target[1])} tokens, max_length is {max_length}"
-    budget = max_length - len(target[1])
+    fitted = fit_documents(record, encoder, max_length - len(target[1]), around_evidence=True)
+    if isinstance(fitted, str):
+        return f"{fitted} (max_length minus the {len(target[1])}-token target)"
+    prompt, dropped, trimmed, documents = fitted
+    return prompt, target, dropped, trimmed, documents
+
+
+def fit_documents(record: dict[str, Any], encoder: SampleTokenizer, budget: int, around_evidence: bool):
+    """(prompt, documents dropped, golden trimmed, documents shown) within `budget` tokens, or why it cannot.
+
+    Distractors go first, last listed first; then the golden document shrinks to a window, centred on
+    the answer and quotes when `around_evidence` (training), else its beginning (a test prompt)."""
     prompt = encoder.prompt(record)
     dropped = 0
     while len(prompt[1]) > budget:
@@ -94,14 +147,15 @@ def fit_record(record: dict[str, Any], encoder: SampleTokenizer, max_length: int
         dropped += 1
         prompt = encoder.prompt(record)
     if len(prompt[1]) <= budget:
-        return prompt, target, dropped, False, record["documents"]
+        return prompt, dropped, False, record["documents"]
     if record.get("oracle_index") is None:
-        return f"prompt without any document is {len(prompt[1])} tokens, {budget} left after the target"
-    trimmed = trim_golden(record, encoder, budget)
+        return f"prompt without any document is {len(prompt[1])} tokens, {budget} left"
+    trimmed = trim_golden(record, encoder, budget, around_evidence)
     if trimmed is None:
-        return f"golden document cannot shrink around its answer to fit {budget} prompt tokens"
+        where = "around its answer" if around_evidence else "from its end"
+        return f"golden document cannot shrink {where} to fit {budget} prompt tokens"
     prompt, documents = trimmed
-    return prompt, target, dropped, True, documents
+    return prompt, dropped, True, documents
 
 
 def without_document(record: dict[str, Any], index: int) -> dict[str, Any]:
@@ -124,13 +178,13 @@ def evidence_span(document: str, record: dict[str, Any]) -> tuple[int, int]:
     return min(s for s, _ in spans), max(e for _, e in spans)
 
 
-def trim_golden(record: dict[str, Any], encoder: SampleTokenizer, budget: int
+def trim_golden(record: dict[str, Any], encoder: SampleTokenizer, budget: int, around_evidence: bool = True
                 ) -> tuple[tuple[str, list[int]], list[str]] | None:
-    """The longest window of the golden document, centred on its evidence, whose prompt fits; with the
-    documents that prompt shows."""
+    """The longest window of the golden document whose prompt fits, centred on its evidence (or its
+    beginning); with the documents that prompt shows."""
     oracle = record["oracle_index"]
     document = record["documents"][oracle]
-    start, end = evidence_span(document, record)
+    start, end = evidence_span(document, record) if around_evidence else (0, 0)
 
     def documents_for(width: int) -> list[str]:
         left = max(0, min(start - (width - (end - start)) // 2, len(document) - width))

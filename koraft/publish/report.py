@@ -21,6 +21,7 @@ from typing import Any
 
 from koraft.core.errors import KoraftError
 from koraft.evaluation.evaluate import METRIC_LABELS, VARIANTS, systems
+from koraft.publish.noise import run_change
 
 TABLE = {metric: METRIC_LABELS[metric] for metric in ("f1", "exact_match", "rougeL", "rougeL_char", "bleu", "chrf",
                                                       "bertscore_f1", "cosine")}
@@ -107,9 +108,23 @@ def intervals_table(run: Run) -> list[str]:
     lines = [f"| comparison | metric | change | {confidence:.0%} interval | B better in |", "|---|---|---|---|---|"]
     for label, metrics in comparisons.items():
         for metric, value in metrics.items():
-            verdict = " (ahead)" if value["low"] > 0 else " (behind)" if value["high"] < 0 else ""
+            verdict = " ahead" if value["low"] > 0 else " behind" if value["high"] < 0 else " within noise (covers 0)"
             lines.append(f"| {label.replace('_vs_', ' vs ')} | {TABLE.get(metric, metric)} | {value['delta']:+g} | "
                          f"[{value['low']:+g}, {value['high']:+g}]{verdict} | {value['share_better']:.0%} |")
+    return lines
+
+
+def changes(first: Run, run: Run) -> list[str]:
+    """Each variant's F1 and EM change from `first` to `run`, paired by record: signal, or within noise."""
+    bootstrap = run.evaluation.get("scoring", {}).get("bootstrap")
+    if not bootstrap or not first.predictions or not run.predictions:
+        return []
+    lines = []
+    for variant in systems(run.evaluation):
+        for metric in ("f1", "exact_match"):
+            change = run_change(first.predictions, run.predictions, variant, metric, bootstrap)
+            if change is not None:
+                lines.append(f"- {variant} {TABLE[metric]}: {change.words()}")
     return lines
 
 
@@ -203,6 +218,9 @@ def write_report(name: str, runs: list[Run], out_dir: Path = Path("reports"), to
         lines += ["", "![F1 by run](" + f"{name}/runs.png)", ""]
         params = changed_params(runs)
         lines += (["### Params that differ", "", *params, ""] if params else [])
+        for run in runs[1:]:
+            moved = changes(runs[0], run)
+            lines += ([f"### {run.label} against {runs[0].label}", "", *moved, ""] if moved else [])
     for run in runs:
         slug = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in run.label)
         lines += [f"## {run.label}", "", *metrics_table(run), "",

@@ -325,6 +325,20 @@ def write_curves(log_history: list[dict[str, Any]], plots: Path) -> None:
                 live.log_metric(name, value)
 
 
+def step_weighted_mean(history: list[dict[str, Any]]) -> float | None:
+    """The mean train loss over every step, from the logged window means (each weighted by its steps).
+
+    Not the trainer's `training_loss`: after a resume that averages only the resumed steps, while the
+    log history is restored from the checkpoint, so this figure is the same for a resumed run."""
+    total, steps, previous = 0.0, 0, 0
+    for entry in history:
+        if "loss" in entry:
+            total += entry["loss"] * (entry["step"] - previous)
+            steps += entry["step"] - previous
+            previous = entry["step"]
+    return round(total / steps, 4) if steps else None
+
+
 def summarise(fitted: Fitted, resolved: ResolvedModel, method: str, train_set: SampleSet, val_set: SampleSet,
               manifest: dict[str, Any], adapter: Path) -> dict[str, Any]:
     trainer, runtime = fitted.trainer, fitted.runtime
@@ -342,7 +356,7 @@ def summarise(fitted: Fitted, resolved: ResolvedModel, method: str, train_set: S
                   "method": method},
         "loss": {
             "train_final": round(train_losses[-1], 4) if train_losses else None,
-            "train_mean": round(fitted.result.training_loss, 4),
+            "train_mean": step_weighted_mean(history),
             "eval_final": round(eval_losses[-1][1], 4) if eval_losses else None,
             "eval_best": round(best_loss, 4) if best_loss is not None else None,
             "eval_best_step": best_step,
