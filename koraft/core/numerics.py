@@ -1,0 +1,34 @@
+"""Pinned CPU numerics, so a run gives the same bits on another machine of the same kind.
+
+On one machine koraft's runs are bitwise repeatable. Across machines they were not: PyTorch and MKL
+pick their kernels (vector width, blocking) from the CPU they find, so an AVX-512 machine and an AVX2
+one sum in different orders, and training drifts apart in the last digits. These variables fix every
+such choice to the AVX2 code path, which every x86-64 CPU of the last decade runs:
+
+- ATEN_CPU_CAPABILITY: PyTorch's own vectorised kernels (reductions, softmax, attention, optimizers);
+- MKL_CBWR: MKL's conditional numerical reproducibility (matrix products), strict so that results
+  do not depend on memory alignment either;
+- ONEDNN_MAX_CPU_ISA: oneDNN, for the few operators PyTorch hands to it.
+
+They must be in the environment before torch is first imported, so the stage package sets them on
+import (stages/__init__.py), and accelerate-launched processes inherit them. KORAFT_NATIVE_NUMERICS=1
+leaves the CPU's fastest paths on, at the cost of cross-machine equality (docs/experiments.md).
+
+Measured on a 2-core AVX-512 machine (benchmarks/numerics.py): unpinned, a 12-step LoRA run gives a
+different adapter with 1 thread than with 2, and another with ATEN_CPU_CAPABILITY=avx2 or MKL_CBWR set;
+pinned, 1 and 2 threads give the same adapter, so the thread count needs no pin.
+"""
+
+from __future__ import annotations
+
+import os
+
+PINNED = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+def pin_environment() -> dict[str, str]:
+    """Set the pinned variables (overriding the caller's) unless KORAFT_NATIVE_NUMERICS=1; returns what it set."""
+    if os.environ.get("KORAFT_NATIVE_NUMERICS") == "1":
+        return {}
+    os.environ.update(PINNED)
+    return dict(PINNED)

@@ -1,0 +1,57 @@
+"""Pinned CPU numerics: training gives the same bits whatever thread count and kernels the environment asks for."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from helpers import ROOT, model_params, quick, write_jsonl
+
+pytestmark = [pytest.mark.slow]
+
+# Run in a fresh interpreter, as a stage runs: importing `stages` pins the numerics before torch loads.
+WORKER = """
+import json, sys
+import stages  # noqa: F401
+import torch
+from pathlib import Path
+from koraft.core.jsonl import read_jsonl
+from koraft.training.train import TrainPaths, train
+job = json.loads(sys.argv[1])
+root = Path(job["root"])
+train(list(read_jsonl(root / "train.jsonl")), list(read_jsonl(root / "val.jsonl")), job["model"], job["settings"],
+      TrainPaths(adapter=root / "adapter", checkpoints=root / "checkpoints", plots=root / "plots",
+                 tiny_models=Path(job["tiny_models"])))
+print(json.dumps({"threads": torch.get_num_threads(), "capability": torch.backends.cpu.get_cpu_capability()}))
+"""
+
+
+def train_in_process(root, environment: dict[str, str], job: dict) -> tuple[str, dict]:
+    env = {**os.environ, **environment}
+    env.pop("KORAFT_NATIVE_NUMERICS", None)
+    done = subprocess.run([sys.executable, "-c", WORKER, json.dumps({**job, "root": str(root)})], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    weights = (root / "adapter" / "adapter_model.safetensors").read_bytes()
+    return hashlib.sha256(weights).hexdigest(), json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_training_is_bitwise_equal_across_thread_counts_and_cpu_kernels(params, raft_rows, tiny_models, tmp_path):
+    job = {"model": model_params(params, "tiny-m"), "settings": quick(params, "lora", steps=6),
+           "tiny_models": str(tiny_models)}
+    runs = {}
+    for name, environment in {"one thread, generic kernels": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                                                               "ATEN_CPU_CAPABILITY": "default"},
+                              "two threads, no pins": {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}}.items():
+        root = tmp_path / name.replace(" ", "_").replace(",", "")
+        write_jsonl(root / "train.jsonl", raft_rows["train"][:24])
+        write_jsonl(root / "val.jsonl", raft_rows["val"][:4])
+        runs[name] = train_in_process(root, environment, job)
+    (first, first_info), (second, second_info) = runs.values()
+    assert first_info["threads"] == 1 and second_info["threads"] == 2  # the environments really differed
+    assert first_info["capability"] == second_info["capability"] == "AVX2"  # the pin overrode the request
+    assert first == second
