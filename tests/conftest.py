@@ -43,12 +43,14 @@ def raft_rows(tmp_path_factory, params, validate_params) -> dict[str, list[dict]
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> Path:
-    """models/base as the base stage writes it, built once per test session."""
+    """models/base as the base stage writes it (with a few seconds of pretraining), built once per session."""
+    from helpers import QUICK_PRETRAINING
+
     from koraft.models.tiny import TINY_SPECS, build_tiny_model
 
     root = tmp_path_factory.mktemp("base")
     for name in TINY_SPECS:
-        build_tiny_model(name, root / name)
+        build_tiny_model(name, root / name, QUICK_PRETRAINING)
     return root
 
 

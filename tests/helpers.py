@@ -26,10 +26,13 @@ from koraft.data.readers import InputSpec
 from koraft.data.split import SPLITS, write_splits
 from koraft.data.synth import synthetic_corpus
 from koraft.data.validate import validate_to_files
+from koraft.models.pretrain import PretrainSpec
 from koraft.training.distill import DistillPaths, distill_settings
 from koraft.training.train import TrainPaths, train_settings
 
 ROOT = Path(__file__).resolve().parent.parent
+# The base stage's pretraining, shortened to seconds: tests need the code path, not a capable model.
+QUICK_PRETRAINING = PretrainSpec(documents=160, epochs=1.0, block_size=256, batch_size=8, log_every=1000)
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "koraft", "configs", "data/raw", "data/predictions",
                  ".dvc/config", ".dvcignore"]
 
@@ -176,6 +179,9 @@ def commit_short_runs(project: Path, *sections: str) -> None:
     for section in sections:
         for key, value in {"max_steps": 3, "eval_steps": 2, "save_steps": 2, "logging_steps": 1}.items():
             set_param(project, f"{section}.args.{key}", value)
+    for preset in ("tiny-s", "tiny-m"):
+        set_param(project, f"base.pretraining.{preset}", {key: getattr(QUICK_PRETRAINING, key) for key in
+                                                         ("documents", "epochs", "block_size", "batch_size")})
     set_param(project, "eval.max_new_tokens", 16)
     set_param(project, "eval.bootstrap.resamples", 200)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "short runs"], project)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import unicodedata
 
 import pytest
+from helpers import QUICK_PRETRAINING, ROOT
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from koraft.core.errors import KoraftError
+from koraft.data.synth import synthetic_corpus
 from koraft.models.presets import FAMILIES, PRESETS, ensure_available, resolve_model
-from koraft.models.tiny import build_tiny_model
+from koraft.models.pretrain import PretrainSpec, pretrain
+from koraft.models.tiny import TINY_SPECS, build_tiny_model, write_tokenizer
 
 KOREAN = [
     "한결시의 인구는 약 12만 명이다.",
@@ -22,13 +25,59 @@ KOREAN = [
 @pytest.fixture(scope="module")
 def tiny_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
-    return {name: build_tiny_model(name, root / name) for name in ("tiny-s", "tiny-m")}
+    return {name: build_tiny_model(name, root / name, QUICK_PRETRAINING) for name in ("tiny-s", "tiny-m")}
 
 
 def test_tiny_build_is_byte_identical(tiny_dirs, tmp_path):
-    again = build_tiny_model("tiny-s", tmp_path / "again")
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+    again = build_tiny_model("tiny-s", tmp_path / "again", QUICK_PRETRAINING)
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "tokenizer.model"):
         assert (again / name).read_bytes() == (tiny_dirs["tiny-s"] / name).read_bytes(), name
+
+
+def test_pretraining_lowers_the_loss_and_changes_the_weights(tmp_path):
+    import torch
+
+    from koraft.models.tiny import TINY_SPECS as SPECS
+
+    random_weights = build_tiny_model("tiny-s", tmp_path / "random", PretrainSpec(epochs=0))
+    model = AutoModelForCausalLM.from_pretrained(random_weights)
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    report = pretrain(model, AutoTokenizer.from_pretrained(random_weights),
+                      PretrainSpec(documents=160, epochs=3.0, block_size=256, batch_size=8, log_every=1000))
+    assert report["steps"] > 20 and report["loss_final"] < 0.6 * report["loss_first"]
+    assert any(not torch.equal(before[name], value) for name, value in model.state_dict().items())
+    assert SPECS["tiny-m"].pretraining.epochs > 0 and SPECS["tiny-s"].pretraining.epochs > 0  # the shipped base learns
+
+
+def test_pretraining_entities_are_disjoint_from_the_shipped_sample():
+    """No entity of data/raw/ (scripts/make_sample_data.py) is in the tiny models' pretraining corpus."""
+    import importlib.util
+
+    found = importlib.util.spec_from_file_location("make_sample_data", ROOT / "scripts" / "make_sample_data.py")
+    make_sample_data = importlib.util.module_from_spec(found)
+    found.loader.exec_module(make_sample_data)
+    sample = {name for document, _ in synthetic_corpus(make_sample_data.NUM_DOCS, seed=make_sample_data.SEED)
+              for name in document.entities}
+    spec = TINY_SPECS["tiny-m"].pretraining
+    pretraining = {name for document, _ in synthetic_corpus(spec.documents, questions_per_doc=4, seed=spec.seed,
+                                                            names="pretrain") for name in document.entities}
+    assert len(sample) > 500 and len(pretraining) > 3000
+    assert not sample & pretraining
+    raw = "".join(path.read_text(encoding="utf-8") for path in sorted(ROOT.glob("data/raw/*")))
+    assert all(name in raw for name in list(sample)[:50])  # the names really are those of data/raw
+
+
+def test_sentencepiece_model_and_hf_tokenizer_agree(tmp_path):
+    """tokenizer.model (what llama.cpp's converter reads) and tokenizer.json give the same ids."""
+    import sentencepiece
+
+    tokenizer = write_tokenizer(tmp_path)
+    processor = sentencepiece.SentencePieceProcessor(model_file=str(tmp_path / "tokenizer.model"))
+    for text in [*KOREAN, " 앞에 공백", "끝에 공백 ", "두  칸\n\n줄"]:
+        text = unicodedata.normalize("NFC", text)
+        assert processor.encode(text) == tokenizer(text, add_special_tokens=False)["input_ids"], text
+        assert processor.decode(processor.encode(text)) == text
+    assert processor.piece_to_id("<|end|>") == tokenizer.eos_token_id
 
 
 def test_tiny_loads_through_from_pretrained_and_round_trips_korean(tiny_dirs):
@@ -36,7 +85,7 @@ def test_tiny_loads_through_from_pretrained_and_round_trips_korean(tiny_dirs):
     for text in KOREAN:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         assert tokenizer.decode(ids) == text
-        assert tokenizer.unk_token_id not in ids
+        assert tokenizer.unk_token_id not in ids  # byte fallback: nothing is unknown
     hangul = "한결시의 인구는 약 12만 명이다. 다해시는 멸치로 널리 알려져 있다."
     assert len(tokenizer(hangul)["input_ids"]) < len(hangul)  # BPE merges, not one token per byte
     model = AutoModelForCausalLM.from_pretrained(tiny_dirs["tiny-m"])
@@ -111,3 +160,24 @@ def test_a_damaged_model_folder_is_one_line_naming_it(damage, tiny_dirs, tmp_pat
     with pytest.raises(KoraftError, match=rf"^{folder}: cannot be loaded \(") as error:
         load_model(resolved)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("pretraining, message", [
+    ({"tiny-xl": {}}, r"base.pretraining: unknown keys \['tiny-xl'\]"),
+    ({"tiny-m": {"epoch": 2}}, r"base.pretraining.tiny-m: unknown keys \['epoch'\]"),
+    ({"tiny-s": {"learning_rate": "fast"}}, r"base.pretraining.tiny-s.learning_rate: must be a number"),
+])
+def test_bad_pretraining_params_are_one_line(pretraining, message):
+    from koraft.models.tiny import check_pretraining
+
+    with pytest.raises(KoraftError, match=message) as error:
+        check_pretraining({"pretraining": pretraining})
+    assert "\n" not in str(error.value)
+
+
+def test_pretraining_params_override_the_preset_schedule():
+    from koraft.models.tiny import check_pretraining
+
+    specs = check_pretraining({"pretraining": {"tiny-m": {"epochs": 0.5}, "tiny-s": {}}})
+    assert specs["tiny-m"].epochs == 0.5 and specs["tiny-m"].documents == TINY_SPECS["tiny-m"].pretraining.documents
+    assert specs["tiny-s"] == TINY_SPECS["tiny-s"].pretraining

@@ -9,6 +9,7 @@ of thought that quotes that sentence with RAFT's ##begin_quote## markers.
 from __future__ import annotations
 
 import random
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -72,24 +73,36 @@ class Fact:
 class Document:
     topic: str
     facts: list[Fact] = field(default_factory=list)
+    entities: list[str] = field(default_factory=list)  # the fictional names drawn for it
 
     @property
     def text(self) -> str:
         return " ".join(fact.sentence for fact in self.facts)
 
 
-class _Names:
-    """Unique fictional names; longer ones once the short ones run out."""
+NAME_SPACES = ("sample", "pretrain")
 
-    def __init__(self, rng: random.Random) -> None:
-        self.rng, self.used = rng, set()
+
+def name_space(name: str) -> str:
+    """Which of two disjoint halves a fictional name belongs to: the shipped sample and the tests draw
+    from one, the tiny models' pretraining corpus from the other, so no entity of data/raw is pretrained on."""
+    return NAME_SPACES[zlib.crc32(name.encode("utf-8")) % 2]
+
+
+class _Names:
+    """Unique fictional names of one name space; longer ones once the short ones run out."""
+
+    def __init__(self, rng: random.Random, space: str) -> None:
+        if space not in NAME_SPACES:
+            raise ValueError(f"name space must be one of {NAME_SPACES}, got {space!r}")
+        self.rng, self.space, self.used = rng, space, set()
 
     def make(self, pools: list[list[str]], suffix: str = "", extra_pool: list[str] | None = None) -> str:
         for attempt in range(200):
             parts = [self.rng.choice(pool) for pool in pools]
             parts += [self.rng.choice(extra_pool or pools[-1]) for _ in range(attempt // 40)]
             name = "".join(parts) + suffix
-            if name not in self.used:
+            if name not in self.used and name_space(name) == self.space:
                 self.used.add(name)
                 return name
         raise RuntimeError("name space exhausted")  # unreachable at the sizes we generate
@@ -279,13 +292,18 @@ def synthetic_corpus(
     seed: int = 0,
     cot_share: float = 0.3,
     paraphrase_share: float = 0.2,
+    names: str = "sample",
 ) -> list[tuple[Document, list[QA]]]:
-    """Documents over all topics in turn, each with its questions; deterministic in `seed`."""
+    """Documents over all topics in turn, each with its questions; deterministic in `seed`.
+
+    `names` picks the name space (see `name_space`) every entity is drawn from."""
     rng = random.Random(seed)
-    names = _Names(rng)
+    names = _Names(rng, names)
     corpus = []
     for index in range(num_docs):
+        drawn = set(names.used)
         document = TOPICS[index % len(TOPICS)](rng, names)
+        document.entities = sorted(names.used - drawn)
         head, rest = document.facts[0], document.facts[1:]
         rng.shuffle(rest)  # vary sentence order so documents of one topic differ in shape too
         document.facts = [head, *rest]
