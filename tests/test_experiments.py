@@ -52,6 +52,10 @@ def test_sweep_queues_two_presets_runs_them_and_shows_both(tmp_path):
     rows = [line.split(" | ")[0].removeprefix("| ") for line in lines[header + 2:header + 6]]
     assert rows == ["base", "finetuned", "student_base", "distilled"]
     assert any(line.startswith("- finetuned vs base: F1 ") and "95% CI [" in line for line in lines)
+    # Per variant, in words: the change of F1 against the base's own predictions, signal or noise.
+    verdicts = [line for line in lines if line.startswith("- finetuned F1: ")]
+    assert len(verdicts) == 1 and any(word in verdicts[0] for word in ("within noise", "better", "worse"))
+    assert "paired records" in verdicts[0]
     params = text[text.index("Params changed"):text.index("Every metric that changed")]
     assert "model.preset" in params and "tiny-m" in params and "tiny-s" in params
     assert "| metrics/train.json" in text[text.index("Every metric that changed"):]
@@ -62,6 +66,8 @@ def test_sweep_queues_two_presets_runs_them_and_shows_both(tmp_path):
     assert "report: wrote reports/presets.md" in out
     report = (project / "reports/presets.md").read_text(encoding="utf-8")
     assert "## Runs compared" in report and "| model.preset | tiny-m | tiny-s |" in report  # params that differ
+    moved = report[report.index(f"### {presets['tiny-s']} against {presets['tiny-m']}"):]
+    assert "- finetuned F1: " in moved and "paired records" in moved  # signal or noise, in words
     for name in ("runs.png", f"metrics_{presets['tiny-m']}.png", f"loss_{presets['tiny-s']}.png"):
         with Image.open(project / "reports/presets" / name) as png:
             png.verify()
