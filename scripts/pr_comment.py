@@ -20,7 +20,7 @@ from pathlib import Path
 
 from koraft.evaluation.evaluate import METRIC_LABELS, VARIANTS
 from koraft.publish.noise import run_change
-from koraft.publish.report import read_text
+from koraft.publish.report import experiment_revisions, read_text
 
 MARKER = "<!-- koraft-metrics -->"
 EVAL = "metrics/eval.json"
@@ -70,16 +70,25 @@ def intervals(diff: dict) -> list[str]:
     return lines
 
 
+def commit_of(revision: str | None) -> str | None:
+    """A git revision as git knows it; a DVC experiment name (what `dvc metrics diff` also takes) resolved."""
+    if revision is None:
+        return None
+    known = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}"],
+                           capture_output=True, text=True)
+    return revision if known.returncode == 0 else experiment_revisions([revision])[revision]
+
+
 def predictions(revision: str | None) -> list[dict]:
     """A revision's per-record scores (the workspace's without one); [] when it has none."""
-    text = read_text(PREDICTIONS, revision)
+    text = read_text(PREDICTIONS, commit_of(revision))
     return [json.loads(line) for line in text.splitlines() if line.strip()] if text else []
 
 
 def noise(base: str, head: str | None) -> list[str]:
     """Per variant: is its F1 and EM change against the base signal, or within noise?"""
     old, new = predictions(base), predictions(head)
-    bootstrap = json.loads(read_text(EVAL, head) or "{}").get("scoring", {}).get("bootstrap")
+    bootstrap = json.loads(read_text(EVAL, commit_of(head)) or "{}").get("scoring", {}).get("bootstrap")
     if not old or not new or not bootstrap:
         return ["- no per-record predictions on one side: signal and noise cannot be told apart"]
     lines = []

@@ -137,6 +137,6 @@ def test_a_sweep_queued_on_one_machine_runs_on_a_worker_and_is_compared_on_the_f
     assert data["params"]["params.yaml"]["data"]["model"]["preset"] == "tiny-s"
     assert "f1" in data["metrics"]["metrics/eval.json"]["data"]["finetuned"]
     run(["dvc", "exp", "apply", listed[0]], coordinator)
-    for name in ("models/train/adapter/model.safetensors", "models/distill/student/model.safetensors",
+    for name in ("models/train/adapter/adapter_model.safetensors", "models/distill/student/adapter_model.safetensors",
                  "metrics/eval.json"):
         assert (coordinator / name).read_bytes() == (worker / name).read_bytes(), name

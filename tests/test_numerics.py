@@ -48,6 +48,7 @@ def test_training_is_bitwise_equal_across_thread_counts_and_cpu_kernels(params, 
                                                                "ATEN_CPU_CAPABILITY": "default"},
                               "two threads, no pins": {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}}.items():
         root = tmp_path / name.replace(" ", "_").replace(",", "")
+        root.mkdir()
         write_jsonl(root / "train.jsonl", raft_rows["train"][:24])
         write_jsonl(root / "val.jsonl", raft_rows["val"][:4])
         runs[name] = train_in_process(root, environment, job)
