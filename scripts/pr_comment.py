@@ -19,7 +19,7 @@ import subprocess
 from pathlib import Path
 
 from koraft.evaluation.evaluate import METRIC_LABELS, VARIANTS
-from koraft.publish.noise import run_change
+from koraft.publish.noise import change_lines
 from koraft.publish.report import experiment_revisions, read_text
 
 MARKER = "<!-- koraft-metrics -->"
@@ -91,13 +91,8 @@ def noise(base: str, head: str | None) -> list[str]:
     bootstrap = json.loads(read_text(EVAL, commit_of(head)) or "{}").get("scoring", {}).get("bootstrap")
     if not old or not new or not bootstrap:
         return ["- no per-record predictions on one side: signal and noise cannot be told apart"]
-    lines = []
-    for variant in VARIANTS:
-        for metric in ("f1", "exact_match"):
-            change = run_change(old, new, variant, metric, bootstrap)
-            if change is not None:
-                lines.append(f"- {variant} {HEADLINE[metric]}: {change.words()}")
-    return lines or ["- no test record was scored by both runs: the test split changed, so no paired comparison"]
+    return change_lines(old, new, VARIANTS, bootstrap, HEADLINE) or [
+        "- no test record was scored by both runs: the test split changed, so no paired comparison"]
 
 
 def comment(base: str, head: str | None, plots_url: str | None = None) -> str:

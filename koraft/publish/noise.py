@@ -64,3 +64,15 @@ def run_change(old: list[dict[str, Any]], new: list[dict[str, Any]], variant: st
     difference = paired_difference(mean_of(before), mean_of(after), len(before), bootstrap["resamples"],
                                    bootstrap["seed"], bootstrap["confidence"])
     return Change(variant, metric, len(before), difference, bootstrap["confidence"])
+
+
+def change_lines(old: list[dict[str, Any]], new: list[dict[str, Any]], variants: list[str] | tuple[str, ...],
+                 bootstrap: dict[str, Any], labels: dict[str, str]) -> list[str]:
+    """One markdown bullet per variant and headline metric (F1, EM): the change, signal or within noise."""
+    lines = []
+    for variant in variants:
+        for metric in ("f1", "exact_match"):
+            change = run_change(old, new, variant, metric, bootstrap)
+            if change is not None:
+                lines.append(f"- {variant} {labels[metric]}: {change.words()}")
+    return lines

@@ -21,7 +21,7 @@ from typing import Any
 
 from koraft.core.errors import KoraftError
 from koraft.evaluation.evaluate import METRIC_LABELS, VARIANTS, systems
-from koraft.publish.noise import run_change
+from koraft.publish.noise import change_lines
 
 TABLE = {metric: METRIC_LABELS[metric] for metric in ("f1", "exact_match", "rougeL", "rougeL_char", "bleu", "chrf",
                                                       "bertscore_f1", "cosine")}
@@ -119,13 +119,7 @@ def changes(first: Run, run: Run) -> list[str]:
     bootstrap = run.evaluation.get("scoring", {}).get("bootstrap")
     if not bootstrap or not first.predictions or not run.predictions:
         return []
-    lines = []
-    for variant in systems(run.evaluation):
-        for metric in ("f1", "exact_match"):
-            change = run_change(first.predictions, run.predictions, variant, metric, bootstrap)
-            if change is not None:
-                lines.append(f"- {variant} {TABLE[metric]}: {change.words()}")
-    return lines
+    return change_lines(first.predictions, run.predictions, systems(run.evaluation), bootstrap, TABLE)
 
 
 def examples(run: Run, count: int) -> list[str]:
