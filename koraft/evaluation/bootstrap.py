@@ -39,15 +39,18 @@ def paired_difference(a: Statistic, b: Statistic, samples: int, resamples: int, 
     draws = resample_indices(samples, resamples, seed)
     everything = np.arange(samples)
     deltas = np.array([b(draw) - a(draw) for draw in draws])
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(deltas, [tail, 100 - tail])
-    return Difference(b(everything) - a(everything), float(low), float(high), float((deltas > 0).mean()))
+    low, high = percentile_interval(deltas, confidence)
+    return Difference(b(everything) - a(everything), low, high, float((deltas > 0).mean()))
 
 
 def interval(statistic: Statistic, samples: int, resamples: int, seed: int,
              confidence: float = 0.95) -> tuple[float, float]:
     """Percentile interval of one system's metric: how far it could move on another test set of this size."""
-    values = np.array([statistic(draw) for draw in resample_indices(samples, resamples, seed)])
+    return percentile_interval(np.array([statistic(draw) for draw in resample_indices(samples, resamples, seed)]),
+                               confidence)
+
+
+def percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(values, [tail, 100 - tail])
     return float(low), float(high)
