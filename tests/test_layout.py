@@ -18,11 +18,12 @@ import yaml
 from helpers import ROOT
 
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
-STEPS = ("core", "data", "models", "training", "evaluation", "publish")
+STEPS = ("core", "data", "models", "training", "serving", "evaluation", "publish")
 # What each step may import; nothing imports upward, and no stage imports publish.
 ALLOWED = {"core": {"core"}, "data": {"core", "data"}, "models": {"core", "data", "models"},
-           "training": {"core", "models", "training"}, "evaluation": {"core", "models", "evaluation"},
-           "publish": {"core", "models", "training", "evaluation", "publish"}}
+           "training": {"core", "models", "training"}, "serving": {"core", "models", "serving"},
+           "evaluation": {"core", "models", "serving", "evaluation"},
+           "publish": {"core", "models", "training", "serving", "evaluation", "publish"}}
 
 
 def covered(path: str, deps: list[str]) -> bool:

@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from koraft.core.errors import KoraftError
 from koraft.models.presets import FAMILIES
 from koraft.models.samples import SampleTokenizer, build_samples
-from koraft.publish.merge import merge_adapter
+from koraft.serving.merge import merge_adapter
 from koraft.training.train import train
 
 pytestmark = [pytest.mark.slow]

@@ -13,9 +13,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from koraft.models.chat import end_of_turn
-from koraft.models.presets import Family
-
 
 @dataclass
 class Generation:
@@ -23,13 +20,6 @@ class Generation:
     new_tokens: list[int]  # tokens generated, the stop token included
     stopped: list[bool]  # False: cut at max_new_tokens
     seconds: float
-
-
-def stop_token_ids(model, tokenizer, family: Family) -> list[int]:
-    configured = model.generation_config.eos_token_id
-    ids = set(configured if isinstance(configured, list) else [configured])
-    ids |= {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(end_of_turn(tokenizer, family))}
-    return sorted(i for i in ids if i is not None and i != tokenizer.unk_token_id)
 
 
 def greedy_generate(model, tokenizer, prompts: list[list[int]], stops: list[int], max_new_tokens: int,

@@ -48,6 +48,14 @@ def end_of_turn(tokenizer: Any, family: Family) -> str:
     return token
 
 
+def stop_token_ids(model: Any, tokenizer: Any, family: Family) -> list[int]:
+    """Where generation ends: the generation config's eos ids, the tokenizer's eos and the family's end of turn."""
+    configured = model.generation_config.eos_token_id
+    ids = set(configured if isinstance(configured, list) else [configured])
+    ids |= {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(end_of_turn(tokenizer, family))}
+    return sorted(i for i in ids if i is not None and i != tokenizer.unk_token_id)
+
+
 def render_target(tokenizer: Any, family: Family, record: dict[str, Any]) -> str:
     return completion(record) + end_of_turn(tokenizer, family)
 

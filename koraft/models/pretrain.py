@@ -26,7 +26,7 @@ from koraft.data.synth import synthetic_corpus
 @dataclass(frozen=True)
 class PretrainSpec:
     documents: int = 2400  # synthetic documents in the corpus, over all topics in turn
-    seed: int = 20261201  # corpus, block order and weight initialisation
+    seed: int = 20261201  # corpus and block order (the weights start from TinySpec.seed)
     block_size: int = 512  # tokens per packed training sequence
     batch_size: int = 16
     epochs: float = 3.0

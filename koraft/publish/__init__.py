@@ -1,1 +1,1 @@
-"""After the pipeline: reports, Hub upload, merged export. No stage imports this package."""
+"""After the pipeline: reports, the pull-request comment and Hub upload. No stage imports this package."""

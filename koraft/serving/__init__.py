@@ -1,0 +1,1 @@
+"""Serving: the trained model exported for inference engines (merged folder, GGUF, Ollama) and started on them."""

@@ -1,0 +1,23 @@
+"""export: the fine-tuned model as a merged folder, GGUF files (llama.cpp) and an Ollama Modelfile.
+
+Outputs: the export folder (merged/, gguf/) and its metrics (file sizes, quantizations skipped and why).
+"""
+
+from koraft.core.cli import run_stage, stage_paths
+from koraft.core.config import load_params
+from koraft.core.jsonl import write_json
+from koraft.serving.export import check_export, export_model
+
+
+def main() -> None:
+    args = stage_paths("export", "adapter", "out", "metrics")
+    metrics = export_model(args.adapter, args.out, check_export(load_params()))
+    write_json(args.metrics, metrics)
+    for values in metrics["gguf"].values():
+        print(f"export: {args.out}/gguf/{values['file']}: {values['bytes'] / 2**20:.2f} MiB")
+    for kind, reason in metrics["skipped"].items():
+        print(f"export: {kind} skipped: {reason}")
+
+
+if __name__ == "__main__":
+    run_stage("export", main)
