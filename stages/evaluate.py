@@ -12,13 +12,14 @@ from koraft.core.config import load_params
 from koraft.core.jsonl import read_jsonl, write_json, write_jsonl
 from koraft.evaluation.evaluate import EvalPaths, evaluate, systems, variant_rows
 
-OPTIONS = ("test", "base_models", "adapter", "student", "predictions_dir", "metrics", "predictions", "variants", "cost")
+OPTIONS = ("test", "base_models", "adapter", "student", "exports", "predictions_dir", "metrics", "predictions",
+           "variants", "cost")
 
 
 def main() -> None:
     args = stage_paths("evaluate", *OPTIONS)
     paths = EvalPaths(adapter=args.adapter, student=args.student, tiny_models=args.base_models,
-                      predictions=args.predictions_dir)
+                      predictions=args.predictions_dir, exports=args.exports)
     metrics, review = evaluate(list(read_jsonl(args.test)), load_params(), paths)
     # timings differ run to run: kept out of the compared metrics
     write_json(args.cost, {name: metrics[name].pop("cost") for name in systems(metrics) if "cost" in metrics[name]})

@@ -175,8 +175,8 @@ def set_param(project: Path, dotted: str, value) -> None:
 
 def commit_short_runs(project: Path, *sections: str) -> None:
     """Three training steps for each section, seconds of pretraining, a fifth of the sample (its CSV and
-    gorilla files) and short answers with fewer bootstrap resamples for the evaluation, committed so
-    `dvc exp run` starts from them."""
+    gorilla files), one quantized GGUF, and short answers with fewer bootstrap resamples for the
+    evaluation, committed so `dvc exp run` starts from them."""
     inputs = yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))["validate"]["inputs"]
     set_param(project, "validate.inputs", [spec for spec in inputs if spec["format"] in ("csv", "gorilla")])
     for section in sections:
@@ -186,6 +186,8 @@ def commit_short_runs(project: Path, *sections: str) -> None:
         set_param(project, f"base.pretraining.{preset}", {key: getattr(QUICK_PRETRAINING, key) for key in
                                                          ("documents", "epochs", "block_size", "batch_size")})
     set_param(project, "eval.max_new_tokens", 16)
+    set_param(project, "export.gguf.quantizations", ["q8_0"])  # one quantized type: the code path, not the set
+    set_param(project, "eval.served.gguf", ["f32", "q8_0"])
     set_param(project, "eval.bootstrap.resamples", 200)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "short runs"], project)
 

@@ -12,8 +12,9 @@ from helpers import distill_params, where
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from koraft.core.errors import InputError, KoraftError, ParamError
-from koraft.evaluation.decoding import greedy_generate, stop_token_ids
+from koraft.evaluation.decoding import greedy_generate
 from koraft.evaluation.evaluate import COMPARISONS, MAIN_METRICS, VARIANTS, EvalPaths, evaluate
+from koraft.models.chat import stop_token_ids
 from koraft.models.presets import FAMILIES
 from koraft.models.samples import SampleTokenizer, build_samples
 from koraft.training.distill import build_teacher_cache, distill
@@ -24,6 +25,7 @@ pytestmark = [pytest.mark.slow]
 def eval_params(params: dict, **changes) -> dict:
     result = copy.deepcopy(params)
     result["eval"]["bootstrap"]["resamples"] = 200
+    result["eval"]["variants"]["served"] = False  # tests/test_export.py serves the exported model
     for key, value in changes.items():
         result["eval"][key] = value
     return result
@@ -232,6 +234,17 @@ def test_bad_predictions_file_names_file_line_and_field(lines, message, params, 
     ({"bootstrap": {"resamples": 1000, "confidence": 95}}, r"eval.bootstrap.confidence: must be in"),
     ({"bootstrap": {"resamples": 1000, "confidence": 0.9, "seed": 1}}, r"eval.bootstrap: unknown keys \['seed'\]"),
     ({"predictions_file": "/etc/hostname"}, r"eval.predictions_file: /etc/hostname is outside .*, which dvc.yaml"),
+    ({"endpoints": [{"name": "vllm", "base_url": "localhost:8000", "model": "m"}]},
+     r"eval.endpoints\[0\].base_url: must start with http:// or https://"),
+    ({"endpoints": [{"name": "finetuned", "base_url": "http://127.0.0.1:8000/v1", "model": "m"}]},
+     r"eval.endpoints\[0\].name: 'finetuned' is already the name of another system"),
+    ({"endpoints": [{"name": "e", "base_url": "http://127.0.0.1:8000/v1", "model": "m", "compare_to": "distilled"}],
+      "variants": {"finetuned": True}}, r"eval.endpoints\[0\].compare_to: 'distilled' is not an evaluated variant"),
+    ({"endpoints": [{"name": "e", "base_url": "http://127.0.0.1:8000/v1", "model": "m", "api_key": "sk-1"}]},
+     r"eval.endpoints\[0\]: unknown keys \['api_key'\]"),
+    ({"requests": {"concurrency": 0, "timeout_s": 1.0, "retries": 0}}, r"eval.requests.concurrency: must be in"),
+    ({"variants": {"finetuned": True, "served": True}, "served": {"gguf": [], "compare_to": "finetuned",
+                                                                  "threads": 2}}, r"eval.served.gguf: a list of"),
 ])
 def test_bad_eval_params_are_one_line(change, message, params, raft_rows, tmp_path):
     with pytest.raises(ParamError, match=message):

@@ -35,6 +35,8 @@ def test_report_has_tables_intervals_examples_and_valid_pngs(workspace):
     interval = evaluation["comparisons"]["finetuned_vs_base"]["f1"]
     assert f"| finetuned vs base | F1 | {interval['delta']:+g} | [{interval['low']:+g}, {interval['high']:+g}]" in text
     assert "**Best 3 answers of `finetuned`**" in text and "**Worst 3 answers of `finetuned`**" in text
+    served = evaluation["served"]["parity"]
+    assert f"| served | finetuned | {served['answers']:.1%} | {served['outputs']:.1%} | 0 |" in text
     assert "> warning: bertscore:" in text  # the embedded encoder cannot read Hangul, and the report says so
     images = sorted((workspace / "reports/weekly").glob("*.png"))
     assert [image.name for image in images] == ["loss_workspace.png", "metrics_workspace.png"]

@@ -186,6 +186,10 @@ def test_evaluate_stage_scores_every_variant_then_a_predictions_file(reproduced,
     assert "Running stage 'evaluate'" in out and "evaluate: finetuned_vs_base: F1" in out
     metrics = json.loads((project / "metrics/eval.json").read_text())
     assert {"base", "finetuned", "student_base", "distilled", "comparisons"} <= set(metrics)
+    assert "Running stage 'export'" in out and {"served", "served_q8_0"} <= set(metrics)  # GGUFs on llama.cpp
+    assert metrics["served"]["parity"]["compared_to"] == "finetuned" and metrics["served"]["requests"]["failed"] == 0
+    exported = json.loads((project / "metrics/export.json").read_text())
+    assert set(exported["gguf"]) == {"f32", "q8_0"} and (project / "models/export/gguf/Modelfile").exists()
     review = (project / "metrics/eval/predictions.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(review) == metrics["scoring"]["samples"] == metrics["scoring"]["test_records"]
     table = run(["dvc", "metrics", "show", "--md"], project).stdout

@@ -36,8 +36,10 @@ from koraft.evaluation.embeddings import (
     for_family,
     resolve_encoder,
 )
+from koraft.evaluation.endpoints import check_endpoints, check_requests
 from koraft.evaluation.metrics import CORPUS_METRICS, LexicalScorer
 from koraft.evaluation.predictions import read_predictions
+from koraft.evaluation.served import check_served, parity, run_endpoint, run_served, served_systems
 from koraft.models.samples import SampleTokenizer, build_prompts
 
 VARIANTS = ("base", "finetuned", "student_base", "distilled")
@@ -51,7 +53,9 @@ METRIC_LABELS = {"exact_match": "EM", "f1": "F1", "rouge1": "ROUGE-1", "rouge2":
                  "rouge1_char": "ROUGE-1 (char)", "rouge2_char": "ROUGE-2 (char)", "rougeL_char": "ROUGE-L (char)",
                  "bleu": "BLEU", "chrf": "chrF", "bertscore_precision": "BERTScore-P",
                  "bertscore_recall": "BERTScore-R", "bertscore_f1": "BERTScore-F1", "cosine": "cosine"}
-KEYS = {"variants", "max_new_tokens", "batch_size", "bertscore", "cosine", "bootstrap", "predictions_file"}
+KEYS = {"variants", "max_new_tokens", "batch_size", "bertscore", "cosine", "bootstrap", "predictions_file", "served",
+        "endpoints", "requests"}
+SERVED = "served"  # the variant that serves the exported GGUFs on llama.cpp (koraft.evaluation.served)
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class EvalPaths:
     student: Path  # the distill stage's output
     tiny_models: Path  # the base stage's output
     predictions: Path  # the folder eval.predictions_file must lie in
+    exports: Path | None = None  # the export stage's output, for the served variant
 
 
 @dataclass
@@ -74,13 +79,16 @@ class SystemOutput:
     unfit: list[dict[str, Any]] = field(default_factory=list)  # id and reason: scored as failures
     prompts: dict[str, Any] | None = None  # how the prompts were fitted
     cost: dict[str, Any] | None = None
+    failures: dict[str, str] | None = None  # an endpoint's failed requests: record id -> reason
+    compare_to: str | None = None  # the variant an endpoint's parity is measured against
 
 
 def check_eval(params: dict[str, Any]) -> dict[str, Any]:
     settings = section(params, "eval")
     reject_unknown_keys(settings, KEYS, "eval")
     variants = section(settings, "variants", "eval.")
-    reject_unknown_keys(variants, set(VARIANTS), "eval.variants", f"variants are {', '.join(VARIANTS)}")
+    reject_unknown_keys(variants, {*VARIANTS, SERVED}, "eval.variants",
+                        f"variants are {', '.join((*VARIANTS, SERVED))}")
     for name, enabled in variants.items():
         if not isinstance(enabled, bool):
             raise ParamError(f"eval.variants.{name}", f"must be true or false, got {enabled!r}")
@@ -105,9 +113,19 @@ def check_eval(params: dict[str, Any]) -> dict[str, Any]:
     predictions = settings.get("predictions_file")
     if predictions is not None and (not isinstance(predictions, str) or not predictions.strip()):
         raise ParamError("eval.predictions_file", f"must be a path or null, got {predictions!r}")
-    if predictions is None and not any(variants.get(name, False) for name in VARIANTS):
-        raise ParamError("eval.variants", "every variant is switched off and no predictions_file is set: "
-                                          "nothing to evaluate")
+    served = served_systems(check_served(settings)) if variants.get(SERVED) else {}
+    endpoints = check_endpoints(settings, {*VARIANTS, *served})
+    requests = check_requests(settings)
+    enabled = [name for name in VARIANTS if variants.get(name, False)]
+    if predictions is None and not (enabled or served or endpoints):
+        raise ParamError("eval.variants", "every variant is switched off and no predictions_file or endpoint is "
+                                          "set: nothing to evaluate")
+    references = [(f"eval.endpoints[{i}].compare_to", endpoint.compare_to) for i, endpoint in enumerate(endpoints)]
+    if served:
+        references.append(("eval.served.compare_to", settings["served"].get("compare_to", "finetuned")))
+    for key, compare_to in references:
+        if compare_to is not None and compare_to not in enabled:
+            raise ParamError(key, f"{compare_to!r} is not an evaluated variant ({', '.join(enabled) or 'none'})")
     # Prompt and answer share train's max_length; the bootstrap draws from the one seed.
     train_args = section(section(params, "train"), "args", "train.")
     max_length = check_number(train_args, "max_length", "train.args", 8, 10**6, integer=True)
@@ -115,7 +133,8 @@ def check_eval(params: dict[str, Any]) -> dict[str, Any]:
         raise ParamError("eval.max_new_tokens", f"is {settings['max_new_tokens']}, which leaves no room for a prompt "
                                                 f"within train.args.max_length {max_length}")
     return {**settings, "max_length": max_length, "prompt_budget": max_length - settings["max_new_tokens"],
-            "bootstrap": {**bootstrap, "seed": check_seed(params)}}
+            "bootstrap": {**bootstrap, "seed": check_seed(params)}, "served_systems": served,
+            "endpoints": endpoints, "requests": requests}
 
 
 def trained_folder(name: str, paths: EvalPaths) -> tuple[Path, str] | None:
@@ -153,7 +172,8 @@ def run_variant(name: str, rows: list[dict], params: dict[str, Any], settings: d
     import torch
 
     from koraft.core.measure import directory_bytes, peak_memory_mib
-    from koraft.evaluation.decoding import greedy_generate, stop_token_ids
+    from koraft.evaluation.decoding import greedy_generate
+    from koraft.models.chat import stop_token_ids
 
     model, tokenizer, resolved, system_prompt, folder = load_variant(name, params, paths)
     if torch.cuda.is_available():
@@ -264,6 +284,14 @@ def evaluate(test_rows: list[dict], params: dict[str, Any], paths: EvalPaths
         for name in VARIANTS:
             if settings["variants"].get(name, False):
                 systems[name] = run_variant(name, test_rows, params, settings, paths)
+        for name, kind in settings["served_systems"].items():
+            if paths.exports is None:
+                raise KoraftError("eval.variants.served: this run has no export folder (--exports)")
+            systems[name] = run_served(name, kind, test_rows, params, settings, paths.adapter, paths.tiny_models,
+                                       paths.exports)
+        for endpoint in settings["endpoints"]:
+            systems[endpoint.name] = run_endpoint(endpoint, test_rows, params, settings, paths.adapter,
+                                                  paths.tiny_models)
     # Every system is scored on every test record: one whose prompt did not fit counts as a failure.
     rows = test_rows
     for system in systems.values():
@@ -296,6 +324,13 @@ def evaluate(test_rows: list[dict], params: dict[str, Any], paths: EvalPaths
                 "mean_new_tokens": round(sum(system.new_tokens.get(row["id"], 0) for row in rows) / len(rows), 2)}
             metrics[name]["prompts"] = system.prompts
             metrics[name]["cost"] = system.cost
+        if system.failures is not None:
+            metrics[name]["requests"] = {"failed": len(system.failures),
+                                         "failures": dict(sorted(system.failures.items())[:10])}
+        if system.compare_to is not None:
+            reference = systems[system.compare_to]
+            metrics[name]["parity"] = parity(system.outputs, reference.outputs, answers[name],
+                                             answers[system.compare_to], rows, system.compare_to)
     metrics["comparisons"] = compare(per_system, scorers, len(rows), settings["bootstrap"])
     metrics["scoring"] = {"samples": len(rows), "test_records": len(test_rows), **scorers.report(),
                           "bootstrap": settings["bootstrap"]}

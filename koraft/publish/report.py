@@ -114,6 +114,19 @@ def intervals_table(run: Run) -> list[str]:
     return lines
 
 
+def parity_table(run: Run) -> list[str]:
+    """Served systems: how often each answered as the variant it serves did."""
+    served = [name for name in systems(run.evaluation) if "parity" in run.evaluation[name]]
+    if not served:
+        return []
+    lines = ["| served system | compared to | same answers | same outputs | failed requests |", "|---|---|---|---|---|"]
+    for name in served:
+        parity, failed = run.evaluation[name]["parity"], run.evaluation[name].get("requests", {}).get("failed", 0)
+        lines.append(f"| {name} | {parity['compared_to']} | {parity['answers']:.1%} | {parity['outputs']:.1%} | "
+                     f"{failed} |")
+    return lines
+
+
 def changes(first: Run, run: Run) -> list[str]:
     """Each variant's F1 and EM change from `first` to `run`, paired by record: signal, or within noise."""
     bootstrap = run.evaluation.get("scoring", {}).get("bootstrap")
@@ -221,6 +234,8 @@ def write_report(name: str, runs: list[Run], out_dir: Path = Path("reports"), to
                   "BLEU and chrF are on sacrebleu's 0-100 scale, the rest in [0, 1].", ""]
         intervals = intervals_table(run)
         lines += (["### Paired bootstrap intervals", "", *intervals, ""] if intervals else [])
+        parity = parity_table(run)
+        lines += (["### Parity of the served systems", "", *parity, ""] if parity else [])
         names = systems(run.evaluation)
         bar_chart(figures / f"metrics_{slug}.png", [TABLE[m] for m in CHART],
                   {n: [run.evaluation[n].get(m, 0.0) for m in CHART] for n in names}, f"{run.label}: metrics")

@@ -1,0 +1,160 @@
+"""Answer the test split through an OpenAI-compatible chat-completions endpoint (vLLM, llama.cpp, Ollama, an API).
+
+Each record goes as the conversation koraft's own variants render: the trained system prompt and the
+user turn with the documents its fitted prompt showed, at temperature 0 with the evaluation's token
+limit. The endpoint applies its own chat template, which is what a parity figure checks.
+
+Requests run on a bounded pool with a timeout each and the openai client's retries (exponential
+backoff on connection errors, 408, 409, 429 and 5xx). A request that still fails is a counted
+failure, scored as an empty answer; an endpoint that does not answer at all is one clear error.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from koraft.core.config import check_number, reject_unknown_keys, section
+from koraft.core.errors import KoraftError, ParamError
+
+REQUEST_KEYS = {"concurrency", "timeout_s", "retries"}
+ENDPOINT_KEYS = {"name", "base_url", "model", "api_key_env", "compare_to", "extra_body"}
+NO_KEY = "no-key"  # sent when no api_key_env is named: never the caller's OPENAI_API_KEY
+GIVE_UP_AFTER = 8  # this many failed requests before any success: the endpoint is not answering
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str  # the system's name in metrics/eval.json
+    base_url: str  # ends in /v1
+    model: str
+    api_key_env: str | None = None  # the environment variable holding the key; the key itself is never stored
+    compare_to: str | None = None  # parity against this variant's answers
+    # Engine-specific request fields, e.g. llama.cpp's repeat_penalty: its server defaults to 1.1, which
+    # penalizes repeated tokens before the greedy pick and so changes answers at temperature 0.
+    extra_body: dict[str, Any] | None = None
+
+
+@dataclass
+class EndpointAnswers:
+    outputs: dict[str, str]
+    stopped: dict[str, bool]
+    new_tokens: dict[str, int]
+    failures: dict[str, str] = field(default_factory=dict)  # record id -> why no answer came
+    seconds: float = 0.0
+
+
+def check_requests(settings: dict[str, Any]) -> dict[str, Any]:
+    requests = section(settings, "requests", "eval.")
+    reject_unknown_keys(requests, REQUEST_KEYS, "eval.requests")
+    check_number(requests, "concurrency", "eval.requests", 1, 256, integer=True)
+    check_number(requests, "timeout_s", "eval.requests", 0.1, 3600)
+    check_number(requests, "retries", "eval.requests", 0, 20, integer=True)
+    return requests
+
+
+def check_endpoints(settings: dict[str, Any], taken: set[str]) -> list[Endpoint]:
+    """eval.endpoints: a list of {name, base_url, model, api_key_env?, compare_to?}."""
+    entries = settings.get("endpoints") or []
+    if not isinstance(entries, list):
+        raise ParamError("eval.endpoints", f"must be a list of endpoints, got {entries!r}")
+    endpoints = []
+    for index, entry in enumerate(entries):
+        key = f"eval.endpoints[{index}]"
+        if not isinstance(entry, dict):
+            raise ParamError(key, f"must be a mapping with name, base_url and model, got {entry!r}")
+        reject_unknown_keys(entry, ENDPOINT_KEYS, key)
+        for name in ("name", "base_url", "model"):
+            if not isinstance(entry.get(name), str) or not entry[name].strip():
+                raise ParamError(f"{key}.{name}", f"must be a non-empty string, got {entry.get(name)!r}")
+        if not entry["base_url"].startswith(("http://", "https://")):
+            raise ParamError(f"{key}.base_url", f"must start with http:// or https://, got {entry['base_url']!r}")
+        if entry["name"] in taken:
+            raise ParamError(f"{key}.name", f"{entry['name']!r} is already the name of another system")
+        env = entry.get("api_key_env")
+        if env is not None and (not isinstance(env, str) or not env.isidentifier()):
+            raise ParamError(f"{key}.api_key_env", f"names an environment variable, got {env!r}")
+        extra = entry.get("extra_body")
+        if extra is not None and not isinstance(extra, dict):
+            raise ParamError(f"{key}.extra_body", f"must be a mapping of request fields, got {extra!r}")
+        taken.add(entry["name"])
+        endpoints.append(Endpoint(entry["name"], entry["base_url"].rstrip("/"), entry["model"], env,
+                                  entry.get("compare_to"), extra))
+    return endpoints
+
+
+def client_for(endpoint: Endpoint, requests: dict[str, Any]):
+    from openai import OpenAI
+
+    key = NO_KEY
+    if endpoint.api_key_env:
+        key = os.environ.get(endpoint.api_key_env, "")
+        if not key:
+            raise KoraftError(f"endpoint {endpoint.name}: environment variable {endpoint.api_key_env} is not set")
+    return OpenAI(base_url=endpoint.base_url, api_key=key, timeout=requests["timeout_s"],
+                  max_retries=requests["retries"])
+
+
+def check_reachable(client, endpoint: Endpoint) -> None:
+    """One short request before the test split, so an endpoint that is down is one line, not N failures."""
+    import openai
+
+    try:
+        client.with_options(max_retries=1, timeout=min(10.0, client.timeout)).models.list()
+    except openai.APIConnectionError as exc:
+        raise KoraftError(f"endpoint {endpoint.name}: {endpoint.base_url} is unreachable ({exc})") from None
+    except openai.APIStatusError as exc:
+        if exc.status_code in (401, 403):
+            raise KoraftError(f"endpoint {endpoint.name}: {endpoint.base_url} refused the key "
+                              f"(HTTP {exc.status_code}); check {endpoint.api_key_env or 'api_key_env'}") from None
+        # some servers do not list models; the chat requests will tell
+
+
+def ask(client, endpoint: Endpoint, messages: list[dict[str, str]], max_tokens: int) -> tuple[str, bool, int]:
+    """(text, stopped before max_tokens, completion tokens) of one greedy chat completion."""
+    from openai.types.chat import ChatCompletion
+
+    response = client.chat.completions.create(model=endpoint.model, messages=messages, temperature=0.0,
+                                              max_tokens=max_tokens, extra_body=endpoint.extra_body)
+    if not isinstance(response, ChatCompletion) or not response.choices:
+        raise ValueError(f"not a chat completion: {str(response)[:80]!r}")
+    choice = response.choices[0]
+    text = choice.message.content if choice.message else None
+    if not isinstance(text, str):
+        raise ValueError("the completion has no text content")
+    tokens = response.usage.completion_tokens if response.usage else 0
+    return text, choice.finish_reason != "length", tokens
+
+
+def answer_all(endpoint: Endpoint, messages: dict[str, list[dict[str, str]]], max_tokens: int,
+               requests: dict[str, Any]) -> EndpointAnswers:
+    """Every record's answer from the endpoint; failures are counted, never silently dropped."""
+    client = client_for(endpoint, requests)
+    check_reachable(client, endpoint)
+    result = EndpointAnswers(outputs={}, stopped={}, new_tokens={})
+    started = time.perf_counter()
+    pool = ThreadPoolExecutor(max_workers=requests["concurrency"])
+    try:
+        pending = {pool.submit(ask, client, endpoint, conversation, max_tokens): record_id
+                   for record_id, conversation in messages.items()}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                record_id = pending.pop(future)
+                try:
+                    text, stopped, tokens = future.result()
+                except Exception as exc:  # noqa: BLE001 - any failure of one request is that record's failure
+                    result.failures[record_id] = f"{type(exc).__name__}: {str(exc)[:200]}"
+                    if not result.outputs and len(result.failures) >= min(GIVE_UP_AFTER, len(messages)):
+                        raise KoraftError(f"endpoint {endpoint.name}: the first {len(result.failures)} requests "
+                                          f"failed, e.g. {result.failures[record_id]}") from None
+                    continue
+                result.outputs[record_id], result.stopped[record_id] = text, stopped
+                result.new_tokens[record_id] = tokens
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    result.seconds = time.perf_counter() - started
+    return result

@@ -1,0 +1,314 @@
+"""Export and serving on the real engines: llama.cpp's converter, quantizer and server, on loopback."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import torch
+from family_models import build_family_model
+from helpers import ROOT, model_params, paths, quick
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from koraft.core.errors import KoraftError, ParamError
+from koraft.core.formats import user_message
+from koraft.evaluation.endpoints import Endpoint, answer_all
+from koraft.evaluation.evaluate import EvalPaths, evaluate
+from koraft.evaluation.served import GREEDY
+from koraft.models.chat import render_prompt
+from koraft.models.presets import FAMILIES
+from koraft.models.samples import SampleTokenizer, build_prompts
+from koraft.serving.export import check_export, export_model
+from koraft.serving.llama_cpp import llama_server
+from koraft.serving.ollama import TEMPLATES
+from koraft.serving.serve import vllm_command
+from koraft.training.train import train
+
+REQUESTS = {"concurrency": 2, "timeout_s": 5.0, "retries": 0}
+
+
+def export_settings(params: dict, **gguf) -> dict:
+    changed = copy.deepcopy(params)
+    changed["export"]["gguf"].update(gguf)
+    return check_export(changed)
+
+
+def render_go(template: str, system: str, prompt: str) -> str:
+    """Ollama's template for one turn, for the subset the Modelfiles use: if/else/end on .System, fields."""
+    def branch(match: re.Match) -> str:
+        return match.group(1) if system else (match.group(2) or "")
+
+    text = re.sub(r"\{\{ if \.System \}\}(.*?)(?:\{\{ else \}\}(.*?))?\{\{ end \}\}", branch, template, flags=re.S)
+    assert "{{ if" not in text
+    return text.replace("{{ .System }}", system).replace("{{ .Prompt }}", prompt)
+
+
+@pytest.mark.parametrize("family", ["tiny", "exaone4", "gemma2", "llama3", "qwen2"])
+def test_ollama_template_renders_what_the_chat_template_renders(family, tiny_models, tmp_path):
+    folder = tiny_models / "tiny-s" if family == "tiny" else build_family_model(family, tmp_path / family)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    system = "당신은 한국어 도우미입니다."
+    record = {"instruction": "답하세요.", "documents": ["한결시는 강원도에 있다."],
+              "question": "한결시는 어디에 있나요?"}
+    expected = render_prompt(tokenizer, FAMILIES[family], system, record)
+    bos = tokenizer.bos_token if tokenizer.bos_token and expected.startswith(tokenizer.bos_token) else ""
+    assert render_go(TEMPLATES[family], system, user_message(record)) == expected.removeprefix(bos)
+
+
+@pytest.fixture(scope="module")
+def exported(params, raft_rows, tiny_models, tmp_path_factory) -> Path:
+    """tiny-s with a briefly trained LoRA adapter, exported by the export stage's function."""
+    root = tmp_path_factory.mktemp("export")
+    where = paths(root, tiny_models)
+    train(raft_rows["train"][:8], [], model_params(params), quick(params, "lora", steps=6, learning_rate=1.0e-2),
+          where)
+    metrics = export_model(where.adapter, root / "export", export_settings(params))
+    (root / "export.json").write_text(json.dumps(metrics))
+    return root
+
+
+@pytest.mark.slow
+def test_export_writes_a_merged_folder_ggufs_and_a_modelfile(exported, tiny_models):
+    out, metrics = exported / "export", json.loads((exported / "export.json").read_text())
+    merged = out / "merged"
+    generation = json.loads((merged / "generation_config.json").read_text())
+    tokenizer = AutoTokenizer.from_pretrained(merged)
+    assert generation["eos_token_id"] == [tokenizer.convert_tokens_to_ids("<|end|>")]
+    assert tokenizer.chat_template and "quantization_config" not in json.loads((merged / "config.json").read_text())
+    # what llama.cpp's converter reads: SentencePiece's scores, and which added tokens are special
+    assert (merged / "tokenizer.model").read_bytes() == (tiny_models / "tiny-s" / "tokenizer.model").read_bytes()
+    added = json.loads((merged / "tokenizer_config.json").read_text())["added_tokens_decoder"]
+    assert {token["content"]: token["special"] for token in added.values()}["<|user|>"] is False
+    assert set(metrics["gguf"]) == {"f32", "q8_0", "q4_0"}  # tiny-s is 64 wide: no k-quant
+    assert "not a multiple of 256" in metrics["skipped"]["q4_k_m"]
+    sizes = {kind: (out / "gguf" / values["file"]).stat().st_size for kind, values in metrics["gguf"].items()}
+    assert sizes == {kind: values["bytes"] for kind, values in metrics["gguf"].items()}
+    assert sizes["f32"] > sizes["q8_0"] > sizes["q4_0"]
+    modelfile = (out / "gguf" / "Modelfile").read_text()
+    assert modelfile.startswith("FROM ./model-q8_0.gguf\n") and 'PARAMETER stop "<|end|>"' in modelfile
+    assert 'SYSTEM """당신은 주어진 문서를' in modelfile and "<|assistant|>" in modelfile
+    assert not (exported / "export.partial").exists()
+
+
+@pytest.mark.slow
+def test_a_failed_export_leaves_no_output_behind(exported, params):
+    changed = copy.deepcopy(params)
+    changed["export"]["gguf"]["quantizations"] = ["q4_k_m"]
+    changed["export"]["ollama"]["gguf"] = "q4_k_m"
+    out = exported / "failed"
+    with pytest.raises(KoraftError, match="export.ollama.gguf: q4_k_m was skipped: hidden_size 64"):
+        export_model(exported / "adapter", out, check_export(changed))
+    assert not out.exists() and not (exported / "failed.partial").exists()
+
+
+@pytest.mark.slow
+def test_gguf_tokenizes_and_answers_greedily_as_transformers_does(exported, raft_rows):
+    from llama_cpp import Llama
+
+    merged = exported / "export" / "merged"
+    tokenizer = AutoTokenizer.from_pretrained(merged)
+    model = AutoModelForCausalLM.from_pretrained(merged).eval()
+    llm = Llama(model_path=str(exported / "export" / "gguf" / "model-f32.gguf"), n_ctx=512, n_threads=2,
+                verbose=False)
+    system = json.loads((merged / "koraft_manifest.json").read_text())["system_prompt"]
+    encoder = SampleTokenizer(tokenizer, FAMILIES["tiny"], system)
+    for row in raft_rows["train"] + raft_rows["test"]:  # the rendered text, as a server tokenizes it
+        text, ids = encoder.prompt(row)
+        assert llm.tokenize(text.encode(), add_bos=False, special=True) == ids, row["id"]
+    fitted = build_prompts(raft_rows["test"][:6], encoder, 448)
+    end = tokenizer.convert_tokens_to_ids("<|end|>")
+    for ids in fitted.prompts:
+        with torch.no_grad():
+            expected = model.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False,
+                                      eos_token_id=end, pad_token_id=tokenizer.pad_token_id)[0, len(ids):].tolist()
+        llm.reset()
+        produced = []
+        for token in llm.generate(ids, top_k=1, temp=0.0, reset=True):
+            produced.append(token)
+            if token == end or len(produced) == 24:
+                break
+        assert produced == expected
+
+
+@pytest.mark.slow
+def test_llama_cpp_server_answers_an_openai_chat_request_on_loopback(exported):
+    from openai import OpenAI
+
+    merged = exported / "export" / "merged"
+    tokenizer = AutoTokenizer.from_pretrained(merged)
+    model = AutoModelForCausalLM.from_pretrained(merged).eval()
+    messages = [{"role": "system", "content": "당신은 도우미입니다."},
+                {"role": "user", "content": "한결시는 어디에 있나요?"}]
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+    with torch.no_grad():
+        expected = model.generate(torch.tensor([ids]), max_new_tokens=16, do_sample=False, pad_token_id=0,
+                                  eos_token_id=tokenizer.convert_tokens_to_ids("<|end|>"))[0, len(ids):]
+    with llama_server(exported / "export" / "gguf" / "model-f32.gguf", "koraft", 512) as server:
+        assert server.url.startswith("http://127.0.0.1:")
+        client = OpenAI(base_url=server.url, api_key="no-key")
+        greedy = client.chat.completions.create(model="koraft", messages=messages, temperature=0.0, max_tokens=16,
+                                                extra_body=GREEDY)
+        default = client.chat.completions.create(model="koraft", messages=messages, temperature=0.0, max_tokens=16)
+    assert greedy.choices[0].message.content == tokenizer.decode(expected, skip_special_tokens=True)
+    # The trap the served variant avoids: the server's default repeat penalty changes the greedy answer.
+    assert default.choices[0].message.content != greedy.choices[0].message.content
+
+
+@pytest.mark.slow
+def test_served_variant_is_scored_with_its_parity(exported, params, raft_rows, tiny_models):
+    settings = copy.deepcopy(params)
+    settings["eval"]["variants"] = {"finetuned": True, "served": True}
+    settings["eval"]["served"]["gguf"] = ["f32", "q4_0"]
+    settings["eval"]["bootstrap"]["resamples"] = 200
+    rows = raft_rows["test"][:8]
+    where = EvalPaths(adapter=exported / "adapter", student=exported / "none", tiny_models=tiny_models,
+                      predictions=exported, exports=exported / "export")
+    metrics, review = evaluate(rows, settings, where)
+    for name in ("served", "served_q4_0"):
+        same = sum(row["outputs"][name]["answer"] == row["outputs"]["finetuned"]["answer"] for row in review)
+        assert metrics[name]["parity"] == {"compared_to": "finetuned", "answers": round(same / len(rows), 4),
+                                           "outputs": metrics[name]["parity"]["outputs"], "records": len(rows)}
+        assert metrics[name]["requests"]["failed"] == 0 and metrics[name]["cost"]["generated_tokens_per_s"] > 0
+    assert metrics["served"]["parity"]["answers"] >= 0.75, metrics["served"]["parity"]
+
+
+class Misbehaving(BaseHTTPRequestHandler):
+    """An OpenAI-looking server that lists models, then answers chat requests with garbage or slowly."""
+
+    mode = "garbage"
+
+    def do_GET(self):  # noqa: N802 - the http.server interface
+        self.reply(200, json.dumps({"object": "list", "data": [{"id": "m", "object": "model"}]}))
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers["Content-Length"]))
+        if self.mode == "slow":
+            time.sleep(1.0)
+        self.reply(200, "<html>not json</html>" if self.mode == "garbage" else "{}")
+
+    def reply(self, status: int, body: str):
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def misbehaving():
+    def start(mode: str) -> str:
+        handler = type("Handler", (Misbehaving,), {"mode": mode})
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/v1"
+
+    servers = []
+    yield start
+    for server in servers:
+        server.shutdown()
+
+
+def conversations(count: int) -> dict:
+    return {f"r{i}": [{"role": "user", "content": "질문"}] for i in range(count)}
+
+
+@pytest.mark.parametrize("mode", ["garbage", "slow", "empty"])
+def test_an_endpoint_that_answers_badly_stops_with_one_line_not_a_hang(mode, misbehaving):
+    endpoint = Endpoint("bad", misbehaving(mode), "m")
+    requests = {**REQUESTS, "timeout_s": 0.3}
+    started = time.monotonic()
+    with pytest.raises(KoraftError, match=r"endpoint bad: the first 8 requests failed"):
+        answer_all(endpoint, conversations(20), 8, requests)
+    assert time.monotonic() - started < 15
+
+
+def test_an_endpoint_that_is_down_is_one_clear_line():
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(KoraftError, match=rf"endpoint down: http://127.0.0.1:{port}/v1 is unreachable"):
+        answer_all(Endpoint("down", f"http://127.0.0.1:{port}/v1", "m"), conversations(3), 8,
+                   {**REQUESTS, "timeout_s": 1.0})
+
+
+def test_a_missing_api_key_is_named_and_never_printed(monkeypatch):
+    monkeypatch.delenv("KORAFT_TEST_KEY", raising=False)
+    with pytest.raises(KoraftError, match="environment variable KORAFT_TEST_KEY is not set"):
+        answer_all(Endpoint("hosted", "http://127.0.0.1:9/v1", "m", api_key_env="KORAFT_TEST_KEY"),
+                   conversations(1), 8, REQUESTS)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"gguf": {"outtype": "f64", "quantizations": []}}, "export.gguf.outtype: must be one of f32, f16, bf16"),
+    ({"gguf": {"outtype": "f32", "quantizations": ["q3"]}}, "export.gguf.quantizations: a list of distinct"),
+    ({"ollama": {"gguf": "q6_k"}}, "export.ollama.gguf: names the GGUF the Modelfile uses"),
+    ({"dtype": "int8"}, "export.dtype: must be auto"),
+])
+def test_bad_export_params_are_one_line(change, message, params):
+    changed = copy.deepcopy(params)
+    changed["export"].update(change)
+    with pytest.raises(ParamError, match=re.escape(message)):
+        check_export(changed)
+
+
+def test_vllm_serves_the_adapter_as_a_lora_module_or_the_merged_folder(tmp_path):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"r": 16}))
+    manifest = {"method": "lora", "system_prompt": "", "model": {
+        "preset": "exaone-4.0-1.2b", "family": "exaone4", "source": "LGAI-EXAONE/EXAONE-4.0-1.2B",
+        "revision": "abc123", "dtype": "bfloat16", "trust_remote_code": False}}
+    (adapter / "koraft_manifest.json").write_text(json.dumps(manifest))
+    command = vllm_command(adapter, None, "127.0.0.1", 8000, 4096)
+    assert command[:3] == ["vllm", "serve", "LGAI-EXAONE/EXAONE-4.0-1.2B"]
+    assert command[command.index("--lora-modules") + 1] == f"koraft={adapter}"
+    assert command[command.index("--max-lora-rank") + 1] == "16" and "--revision" in command
+    assert command[command.index("--host") + 1] == "127.0.0.1" and "--trust-remote-code" not in command
+    merged = vllm_command(None, adapter, "127.0.0.1", 8000, 4096)
+    assert merged[:3] == ["vllm", "serve", str(adapter)] and "--enable-lora" not in merged
+
+
+@pytest.mark.slow
+def test_serve_command_prints_the_url_and_serves_on_loopback(exported):
+    from openai import OpenAI
+
+    from koraft.serving.llama_cpp import free_port
+
+    port = free_port("127.0.0.1")
+    gguf = exported / "export" / "gguf" / "model-q8_0.gguf"
+    process = subprocess.Popen([sys.executable, "-m", "koraft.serving.serve", "llama.cpp", "--gguf", str(gguf),
+                                "--port", str(port), "--max-length", "512"], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        first = process.stdout.readline()
+        assert first.strip() == f"serve: llama.cpp at http://127.0.0.1:{port}/v1, model 'koraft'"
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="no-key", max_retries=0, timeout=5)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                models = client.models.list()
+                break
+            except Exception:
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.3)
+        assert [model.id for model in models.data] == ["koraft"]
+        reply = client.chat.completions.create(model="koraft", messages=[{"role": "user", "content": "안녕"}],
+                                               max_tokens=4, temperature=0.0)
+        assert reply.choices[0].message.content is not None
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    with pytest.raises(OSError):  # the engine ran in the command's own process: nothing is left serving
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
