@@ -1,14 +1,19 @@
-"""Pinned CPU numerics, so a run gives the same bits on another machine of the same kind.
+"""Pinned CPU numerics, so a run gives the same bits on another x86-64 machine, Intel or AMD.
 
 On one machine koraft's runs are bitwise repeatable. Across machines they were not: PyTorch and MKL
 pick their kernels (vector width, blocking) from the CPU they find, so an AVX-512 machine and an AVX2
 one sum in different orders, and training drifts apart in the last digits. These variables fix every
-such choice to the AVX2 code path, which every x86-64 CPU of the last decade runs:
+such choice to one code path:
 
-- ATEN_CPU_CAPABILITY: PyTorch's own vectorised kernels (reductions, softmax, attention, optimizers);
-- MKL_CBWR: MKL's conditional numerical reproducibility (matrix products), strict so that results
-  do not depend on memory alignment either;
-- ONEDNN_MAX_CPU_ISA: oneDNN, for the few operators PyTorch hands to it.
+- ATEN_CPU_CAPABILITY=avx2: PyTorch's own vectorised kernels (reductions, softmax, attention,
+  optimizers), which every x86-64 CPU of the last decade runs;
+- MKL_CBWR=COMPATIBLE,STRICT: MKL's conditional numerical reproducibility (matrix products). MKL
+  honours its AVX2 branch on Intel CPUs only and falls back to its AUTO dispatch on AMD ones (MKL's
+  developer guide; measured here on a 2-core AMD EPYC: MKL_CBWR=AVX2 gave AUTO's bits, and the pin of
+  issue 16 a different adapter than on the Intel machine that committed the metrics). COMPATIBLE is
+  the branch MKL supports on every vendor; strict, results do not depend on the thread count or the
+  memory alignment. It costs about 1.7x on large float32 products here, little in the tiny pipeline;
+- ONEDNN_MAX_CPU_ISA=AVX2: oneDNN, for the few operators PyTorch hands to it.
 
 They must be in the environment before torch is first imported, so the stage package sets them on
 import (stages/__init__.py), and accelerate-launched processes inherit them. KORAFT_NATIVE_NUMERICS=1
@@ -23,7 +28,7 @@ from __future__ import annotations
 
 import os
 
-PINNED = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+PINNED = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE,STRICT", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 
 def pin_environment() -> dict[str, str]:
