@@ -1,4 +1,9 @@
-"""Pinned CPU numerics: training gives the same bits whatever thread count and kernels the environment asks for."""
+"""Pinned CPU numerics: training gives the same bits whatever CPU kernels the environment asks for.
+
+At a fixed thread count only: under MKL's COMPATIBLE branch (the vendor-independent one) a 1-thread
+and a 2-thread run differ on a 2-core AMD EPYC, where the old AVX2 pin kept them equal on Intel
+(koraft/core/numerics.py). The committed metrics come from 2 threads.
+"""
 
 from __future__ import annotations
 
@@ -40,19 +45,20 @@ def train_in_process(root, environment: dict[str, str], job: dict) -> tuple[str,
     return hashlib.sha256(weights).hexdigest(), json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_training_is_bitwise_equal_across_thread_counts_and_cpu_kernels(params, raft_rows, tiny_models, tmp_path):
+def test_training_is_bitwise_equal_whatever_cpu_kernels_the_environment_asks_for(params, raft_rows, tiny_models,
+                                                                                 tmp_path):
     job = {"model": model_params(params, "tiny-m"), "settings": quick(params, "lora", steps=6),
            "tiny_models": str(tiny_models)}
     runs = {}
-    for name, environment in {"one thread, generic kernels": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-                                                               "ATEN_CPU_CAPABILITY": "default"},
-                              "two threads, no pins": {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}}.items():
-        root = tmp_path / name.replace(" ", "_").replace(",", "")
+    for name, environment in {"generic kernels, MKL's AVX2 branch": {"OMP_NUM_THREADS": "2", "MKL_CBWR": "AVX2",
+                                                                      "ATEN_CPU_CAPABILITY": "default"},
+                              "no requests": {"OMP_NUM_THREADS": "2"}}.items():
+        root = tmp_path / name.replace(" ", "_").replace(",", "").replace("'", "")
         root.mkdir()
         write_jsonl(root / "train.jsonl", raft_rows["train"][:24])
         write_jsonl(root / "val.jsonl", raft_rows["val"][:4])
         runs[name] = train_in_process(root, environment, job)
     (first, first_info), (second, second_info) = runs.values()
-    assert first_info["threads"] == 1 and second_info["threads"] == 2  # the environments really differed
+    assert first_info["threads"] == second_info["threads"] == 2
     assert first_info["capability"] == second_info["capability"] == "AVX2"  # the pin overrode the request
     assert first == second
