@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,13 @@ def check_export(params: dict[str, Any]) -> dict[str, Any]:
             "num_ctx": num_ctx}
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
 def gguf_name(kind: str) -> str:
     return f"model-{kind}.gguf"
 
@@ -80,7 +88,7 @@ def export_model(adapter: Path, out: Path, settings: dict[str, Any]) -> dict[str
     manifest = read_manifest(adapter)
     resolved = manifest_model(manifest)
     scratch = out.with_name(out.name + ".partial")
-    llama_cpp.remove(scratch)
+    _remove(scratch)
     try:
         dtype = resolved.dtype if settings["dtype"] == "auto" else settings["dtype"]
         merged = merge_adapter(adapter, scratch / "merged", dtype, allow_full=True)
@@ -109,10 +117,10 @@ def export_model(adapter: Path, out: Path, settings: dict[str, Any]) -> dict[str
         (gguf / "Modelfile").write_text(text, encoding="utf-8")
         write_json(scratch / "export.json", {"adapter": str(adapter), "family": resolved.family.name,
                                               "files": {kind: path.name for kind, path in files.items()}})
-        llama_cpp.remove(out)
+        _remove(out)
         os.replace(scratch, out)
     except BaseException:
-        llama_cpp.remove(scratch)  # a failed export leaves nothing behind
+        _remove(scratch)  # a failed export leaves nothing behind
         raise
     return {
         "model": {"source": resolved.source, "family": resolved.family.name, "method": manifest["method"]},
