@@ -96,6 +96,7 @@ class _Names:
         if space not in NAME_SPACES:
             raise ValueError(f"name space must be one of {NAME_SPACES}, got {space!r}")
         self.rng, self.space, self.used = rng, space, set()
+        self.drawn: list[str] = []  # in order, so a document's new names are a slice, not a copy of `used`
 
     def make(self, pools: list[list[str]], suffix: str = "", extra_pool: list[str] | None = None) -> str:
         for attempt in range(200):
@@ -104,6 +105,7 @@ class _Names:
             name = "".join(parts) + suffix
             if name not in self.used and name_space(name) == self.space:
                 self.used.add(name)
+                self.drawn.append(name)
                 return name
         raise RuntimeError("name space exhausted")  # unreachable at the sizes we generate
 
@@ -301,9 +303,9 @@ def synthetic_corpus(
     names = _Names(rng, names)
     corpus = []
     for index in range(num_docs):
-        drawn = set(names.used)
+        first_new = len(names.drawn)
         document = TOPICS[index % len(TOPICS)](rng, names)
-        document.entities = sorted(names.used - drawn)
+        document.entities = sorted(names.drawn[first_new:])
         head, rest = document.facts[0], document.facts[1:]
         rng.shuffle(rest)  # vary sentence order so documents of one topic differ in shape too
         document.facts = [head, *rest]
