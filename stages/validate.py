@@ -5,6 +5,7 @@ from koraft.core.config import check_inside, load_params
 from koraft.core.errors import KoraftError
 from koraft.core.jsonl import write_json
 from koraft.data.config import check_validate
+from koraft.data.readers import HUB_PREFIX
 from koraft.data.validate import validate_to_files
 
 
@@ -12,14 +13,16 @@ def main() -> None:
     paths = stage_paths("validate", "raw", "records", "rejects", "metrics")
     validate, specs = check_validate(load_params())
     for i, spec in enumerate(specs):
-        check_inside(spec.path, [paths.raw], f"validate.inputs[{i}].path")
-    m = validate_to_files(specs, validate["lengths"], validate["near_duplicates"], paths.records, paths.rejects)
+        if not spec.path.startswith(HUB_PREFIX):  # a hub dataset is pinned by its revision instead
+            check_inside(spec.path, [paths.raw], f"validate.inputs[{i}].path")
+    m = validate_to_files(specs, validate["lengths"], validate["near_duplicates"], paths.records, paths.rejects,
+                          validate["unverified_quotes"])
     if not m["kept"]:
         raise KoraftError(f"validate kept 0 of {m['raw']} raw records {m['rejected_by_reason']}; "
                           f"see {paths.rejects} for each reason")
     write_json(paths.metrics, m)
     print(f"validate: {m['raw']} raw records -> {m['kept']} kept, {m['rejected']} rejected "
-          f"{m['rejected_by_reason']}; {m['documents']} documents")
+          f"{m['rejected_by_reason']}; {m['documents']} documents; quotes {m['quotes']}")
 
 
 if __name__ == "__main__":

@@ -57,11 +57,11 @@ class Validated(NamedTuple):
     metrics: dict
 
 
-def validate_inputs(specs: list[InputSpec], lengths: dict, near: dict) -> Validated:
+def validate_inputs(specs: list[InputSpec], lengths: dict, near: dict, unverified_quotes: str = "reject") -> Validated:
     """The validate stage's function on small inputs, its two output files read back into memory."""
     with tempfile.TemporaryDirectory(prefix="koraft-validate-") as scratch:
         records, rejects = Path(scratch) / "records.jsonl", Path(scratch) / "rejects.jsonl"
-        metrics = validate_to_files(specs, lengths, near, records, rejects)
+        metrics = validate_to_files(specs, lengths, near, records, rejects, unverified_quotes)
         return Validated(list(read_jsonl(records)), list(read_jsonl(rejects)), metrics)
 
 

@@ -94,6 +94,17 @@ def test_unreadable_input_file_is_one_clear_line(tmp_path, content, expected):
     result = stage("validate", project, check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith(f"validate: error: {expected}") and result.stderr.count("\n") == 1
+    assert list((project / "data/validated").iterdir()) == []  # no partial rejects.jsonl of the files before
+
+
+def test_a_raft_stage_failing_on_a_later_split_leaves_no_split_written(tmp_path):
+    project = make_project(tmp_path / "raft-fails")
+    set_param(project, "raft.num_distractors", 100)  # the train split has enough documents, val does not
+    stage("validate", project)
+    stage("split", project)
+    result = stage("raft", project, check=False)
+    assert result.returncode == 1 and "split 'val' has" in result.stderr
+    assert list((project / "data/raft").iterdir()) == []
 
 
 @pytest.mark.parametrize("inputs, expected", [

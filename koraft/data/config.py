@@ -6,7 +6,8 @@ from typing import Any
 
 from koraft.core.config import check_choice, check_number, check_text, reject_unknown_keys, section
 from koraft.core.errors import ParamError
-from koraft.data.readers import FIELDS, FORMATS, InputSpec, infer_format
+from koraft.data.quotes import UNVERIFIED_POLICIES
+from koraft.data.readers import FIELDS, FORMATS, HUB_PREFIX, InputSpec, infer_format
 from koraft.data.schema import TEXT_FIELDS
 from koraft.data.split import SPLITS
 
@@ -26,10 +27,12 @@ def check_validate(params: dict[str, Any]) -> tuple[dict[str, Any], list[InputSp
             entry = {"path": entry}
         if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
             raise ParamError(key, "must be a path or a mapping with a 'path' string")
-        reject_unknown_keys(entry, {"path", "format", "columns", "id_prefix"}, key)
+        reject_unknown_keys(entry, {"path", "format", "columns", "id_prefix", "sheet", "header_row", "split",
+                                    "revision"}, key)
         fmt = entry.get("format") or infer_format(entry["path"])
         if fmt not in FORMATS:
             raise ParamError(f"{key}.format", f"must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        table = _check_table_keys(entry, fmt, key)
         columns = entry.get("columns") or {}
         if not isinstance(columns, dict) or not all(isinstance(v, str) for v in columns.values()):
             raise ParamError(f"{key}.columns", "must map field names to column names (strings)")
@@ -39,7 +42,7 @@ def check_validate(params: dict[str, Any]) -> tuple[dict[str, Any], list[InputSp
         prefix = entry.get("id_prefix", "")
         if not isinstance(prefix, str):
             raise ParamError(f"{key}.id_prefix", f"must be a string, got {prefix!r}")
-        specs.append(InputSpec(entry["path"], fmt, dict(columns), prefix))
+        specs.append(InputSpec(entry["path"], fmt, dict(columns), prefix, **table))
     paths = [spec.path for spec in specs]
     if len(set(paths)) != len(paths):
         raise ParamError("validate.inputs", "lists the same path twice")
@@ -55,6 +58,7 @@ def check_validate(params: dict[str, Any]) -> tuple[dict[str, Any], list[InputSp
         if not valid or not 1 <= bounds[0] <= bounds[1]:
             raise ParamError(f"validate.lengths.{name}", f"must be [min, max] with 1 <= min <= max, got {bounds!r}")
 
+    check_choice(validate, "unverified_quotes", "validate", UNVERIFIED_POLICIES)
     near = section(validate, "near_duplicates", "validate.")
     check_number(near, "threshold", "validate.near_duplicates", 0.0, 1.0)
     check_number(near, "shingle_size", "validate.near_duplicates", 1, 64, integer=True)
@@ -63,6 +67,30 @@ def check_validate(params: dict[str, Any]) -> tuple[dict[str, Any], list[InputSp
     if num_perm % bands:
         raise ParamError("validate.near_duplicates.bands", f"must divide num_perm ({num_perm}), got {bands}")
     return validate, specs
+
+
+def _check_table_keys(entry: dict[str, Any], fmt: str, key: str) -> dict[str, Any]:
+    """The keys only some formats take: sheet and header_row (xlsx), split (hf), revision (hf:// hub ids)."""
+    allowed = {"xlsx": {"sheet", "header_row"}, "hf": {"split", "revision"}}.get(fmt, set())
+    for name in {"sheet", "header_row", "split", "revision"} & set(entry):
+        if name not in allowed:
+            raise ParamError(f"{key}.{name}", f"does not apply to format {fmt}")
+    table = {name: entry[name] for name in allowed & set(entry)}
+    sheet = table.get("sheet", 0)
+    if isinstance(sheet, bool) or not isinstance(sheet, (str, int)) or (isinstance(sheet, int) and sheet < 0):
+        raise ParamError(f"{key}.sheet", f"must be a sheet name or a 0-based position, got {sheet!r}")
+    if "header_row" in table:
+        check_number(table, "header_row", key, 1, 1_048_576, integer=True)  # Excel's last row
+    for name in ("split", "revision"):
+        if name in table and (not isinstance(table[name], str) or not table[name].strip()):
+            raise ParamError(f"{key}.{name}", f"must be a non-empty string, got {table[name]!r}")
+    hub = entry["path"].startswith(HUB_PREFIX)
+    if "revision" in table and not hub:
+        raise ParamError(f"{key}.revision", "applies to hub datasets (hf://<id>) only")
+    if hub and "revision" not in table:
+        raise ParamError(f"{key}.revision", "a hub dataset needs a pinned revision (a commit sha): DVC cannot see "
+                                            "the hub change, so an unpinned id would not rerun the same rows")
+    return table
 
 
 def check_split(params: dict[str, Any]) -> dict[str, Any]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from koraft.core.formats import quotes
 from koraft.data.normalize import clean_text, has_invalid_utf8
+from koraft.data.quotes import check_quotes
 from koraft.data.readers import RawRecord
 
 REQUIRED = ("question", "context", "answer")
@@ -25,6 +25,7 @@ class Record:
     answer: str
     cot: str | None
     source: str
+    quotes: str | None = None  # the chain of thought's quotes: verbatim | folded | unverified | stripped
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,14 @@ class Reject:
                 "detail": self.detail, "raw": _preview(self.raw)}
 
 
-def check_record(raw: RawRecord, lengths: dict[str, list[int]], id_prefix: str = "") -> Record | Reject:
-    """Validate and clean one raw record; `lengths` maps a field to [min, max] characters."""
+def check_record(raw: RawRecord, lengths: dict[str, list[int]], id_prefix: str = "",
+                 unverified_quotes: str = "reject") -> Record | Reject:
+    """Validate and clean one raw record; `lengths` maps a field to [min, max] characters.
+
+    A chain of thought whose quotes are not in the context, even after folding quotation marks,
+    whitespace and Unicode forms (koraft.data.quotes), is rejected, kept, or dropped from the record
+    (`unverified_quotes`: reject | keep | strip).
+    """
 
     def reject(reason: str, field: str | None, detail: str) -> Reject:
         return Reject(raw.source, reason, field, detail, raw.fields)
@@ -74,11 +81,15 @@ def check_record(raw: RawRecord, lengths: dict[str, list[int]], id_prefix: str =
         if len(text) > high:
             return reject("too_long", name, f"'{name}' has {len(text)} characters, maximum is {high}")
 
-    cot = cleaned.get("cot")
+    cot, quote_outcome = cleaned.get("cot"), None
     if cot is not None:
-        missing = [quote for quote in quotes(cot) if quote not in cleaned["context"]]
-        if missing:
-            return reject("cot_quote_not_in_context", "cot", f"quote not found verbatim in context: {missing[0]!r}")
+        found = check_quotes(cot, cleaned["context"])
+        cot, quote_outcome = found.cot, found.outcome
+        if found.outcome == "unverified" and unverified_quotes == "reject":
+            return reject("cot_quote_not_in_context", "cot",
+                          f"quote not in context, even with quotation marks and spaces folded: {found.missing!r}")
+        if found.outcome == "unverified" and unverified_quotes == "strip":
+            cot, quote_outcome = None, "stripped"
     record_id = clean_text(str(raw_id)) if raw_id is not None else ""
     if raw_id is not None and not record_id:
         return reject("empty_field", "id", "'id' is empty or whitespace-only")
@@ -89,6 +100,7 @@ def check_record(raw: RawRecord, lengths: dict[str, list[int]], id_prefix: str =
         answer=cleaned["answer"],
         cot=cot,
         source=raw.source,
+        quotes=quote_outcome,
     )
 
 

@@ -17,6 +17,7 @@ from koraft.core.errors import KoraftError
 from koraft.core.jsonl import jsonl_line, read_jsonl
 from koraft.core.measure import length_stats
 from koraft.data.neardup import text_hash
+from koraft.data.outputs import written_whole
 
 SPLITS = ("train", "val", "test")
 
@@ -37,14 +38,17 @@ def write_splits(records_path: str | Path, outputs: dict[str, Path], split: dict
 
     Every record of a document lands in the document's split, so no golden document is in two
     splits; the report also checks that no document text (near-duplicates merged by validate into
-    one doc_id) appears in two splits.
+    one doc_id) appears in two splits. The files appear together, once every record is written.
     """
+    with written_whole(*outputs.values()) as temporary:
+        return _write_splits(records_path, dict(zip(outputs, temporary, strict=True)), split)
+
+
+def _write_splits(records_path: str | Path, outputs: dict[str, Path], split: dict[str, Any]) -> dict[str, Any]:
     counts: Counter = Counter()
     documents: dict[str, set[str]] = {name: set() for name in SPLITS}
     texts: dict[str, set[str]] = {name: set() for name in SPLITS}
     lengths = {name: {field: array("q") for field in ("question", "context", "answer")} for name in SPLITS}
-    for path in outputs.values():
-        path.parent.mkdir(parents=True, exist_ok=True)
     handles = {name: open(outputs[name], "w", encoding="utf-8", newline="\n") for name in SPLITS}
     try:
         for record in read_jsonl(records_path):

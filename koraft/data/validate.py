@@ -15,6 +15,8 @@ from typing import Any
 
 from koraft.core.jsonl import jsonl_line
 from koraft.data.neardup import DocumentGrouper, text_hash
+from koraft.data.outputs import written_whole
+from koraft.data.quotes import locate
 from koraft.data.readers import InputSpec, read_records
 from koraft.data.schema import TEXT_FIELDS, Record, Reject, check_record
 
@@ -25,59 +27,75 @@ def content_key(record: Record) -> bytes:
     return hashlib.sha1(joined.encode("utf-8")).digest()
 
 
+QUOTE_OUTCOMES = ("verbatim", "folded", "unverified_kept", "stripped", "rejected")
+
+
 def validate_to_files(specs: list[InputSpec], lengths: dict[str, list[int]], near: dict[str, Any],
-                      records_path: str | Path, rejects_path: str | Path) -> dict[str, Any]:
+                      records_path: str | Path, rejects_path: str | Path,
+                      unverified_quotes: str = "reject") -> dict[str, Any]:
     """Stream every raw record to the records or the rejects file; returns the metrics.
 
     Pass 1 reads the inputs once, writes rejects as they come and kept records (still without
     doc ids) to a scratch file, and keeps only what deduplication and grouping need: a digest and
     source per kept record, a MinHash signature per distinct document. Pass 2 copies the scratch
-    file to records_path with each record's doc id. Memory does not hold the texts.
+    file to records_path with each record's doc id. Memory does not hold the texts. Both files
+    appear only when every input has been read: a failure leaves neither.
     """
-    records_path, rejects_path = Path(records_path), Path(rejects_path)
-    records_path.parent.mkdir(parents=True, exist_ok=True)
-    rejects_path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = records_path.with_name(records_path.name + ".partial")
+    with written_whole(records_path, rejects_path) as (records_partial, rejects_partial):
+        return _validate(specs, lengths, near, records_partial, rejects_partial, unverified_quotes)
+
+
+def _validate(specs: list[InputSpec], lengths: dict[str, list[int]], near: dict[str, Any],
+              records_path: Path, rejects_path: Path, unverified_quotes: str) -> dict[str, Any]:
+    scratch = records_path.with_name(records_path.name + ".pending")
     grouper = DocumentGrouper(near["threshold"], near["shingle_size"], near["num_perm"], near["bands"])
     first_by_key: dict[bytes, int] = {}  # content digest -> position of the first such record in the scratch file
     first_by_id: dict[str, int] = {}
     per_file: dict[str, Counter] = {}
     reasons: Counter = Counter()
+    quote_outcomes: Counter = Counter()
     changed_by_cleanup = with_cot = kept = 0
 
-    with open(rejects_path, "w", encoding="utf-8", newline="\n") as rejects, \
-            open(scratch, "w", encoding="utf-8", newline="\n") as pending:
-        sources = _KeptSources(pending)
-        for spec in specs:
-            counts = per_file.setdefault(spec.path, Counter())
-            for raw in read_records(spec):
-                counts["raw"] += 1
-                outcome = check_record(raw, lengths, spec.id_prefix)
-                if isinstance(outcome, Record):
-                    outcome = _deduplicate(outcome, raw.fields, first_by_key, first_by_id, sources)
-                if isinstance(outcome, Reject):
-                    counts["rejected"] += 1
-                    reasons[outcome.reason] += 1
-                    rejects.write(jsonl_line(outcome.to_json()))
-                    continue
-                counts["kept"] += 1
-                kept += 1
-                with_cot += outcome.cot is not None
-                changed_by_cleanup += any(
-                    raw.fields.get(name) not in (None, getattr(outcome, name)) for name in TEXT_FIELDS
-                )
-                grouper.add(outcome.context)
-                pending.write(jsonl_line(dataclasses.astuple(outcome)))
+    try:
+        with open(rejects_path, "w", encoding="utf-8", newline="\n") as rejects, \
+                open(scratch, "w", encoding="utf-8", newline="\n") as pending:
+            sources = _KeptSources(pending)
+            for spec in specs:
+                counts = per_file.setdefault(spec.path, Counter())
+                for raw in read_records(spec):
+                    counts["raw"] += 1
+                    outcome = check_record(raw, lengths, spec.id_prefix, unverified_quotes)
+                    if isinstance(outcome, Record):
+                        outcome = _deduplicate(outcome, raw.fields, first_by_key, first_by_id, sources)
+                    if isinstance(outcome, Reject):
+                        counts["rejected"] += 1
+                        reasons[outcome.reason] += 1
+                        quote_outcomes["rejected"] += outcome.reason == "cot_quote_not_in_context"
+                        rejects.write(jsonl_line(outcome.to_json()))
+                        continue
+                    counts["kept"] += 1
+                    kept += 1
+                    with_cot += outcome.cot is not None
+                    if outcome.quotes:
+                        quote_outcomes["unverified_kept" if outcome.quotes == "unverified" else outcome.quotes] += 1
+                    # Kept, since a paraphrased answer can be right, but counted: a span-QA file should have none.
+                    counts["answer_not_in_context"] += locate(outcome.answer, outcome.context) is None
+                    changed_by_cleanup += any(
+                        raw.fields.get(name) not in (None, getattr(outcome, name)) for name in TEXT_FIELDS
+                    )
+                    grouper.add(outcome.context)
+                    pending.write(jsonl_line(_scratch_row(outcome)))
 
-    doc_ids = grouper.group_ids()
-    with open(scratch, encoding="utf-8") as pending, \
-            open(records_path, "w", encoding="utf-8", newline="\n") as records:
-        for line in pending:
-            record_id, question, context, answer, cot, source = json.loads(line)
-            records.write(jsonl_line({"id": record_id, "question": question, "context": context,
-                                      "doc_id": doc_ids[text_hash(context)], "answer": answer, "cot": cot,
-                                      "source": source}))
-    scratch.unlink()
+        doc_ids = grouper.group_ids()
+        with open(scratch, encoding="utf-8") as pending, \
+                open(records_path, "w", encoding="utf-8", newline="\n") as records:
+            for line in pending:
+                record_id, question, context, answer, cot, source = json.loads(line)
+                records.write(jsonl_line({"id": record_id, "question": question, "context": context,
+                                          "doc_id": doc_ids[text_hash(context)], "answer": answer, "cot": cot,
+                                          "source": source}))
+    finally:
+        scratch.unlink(missing_ok=True)
 
     raw_total = sum(c["raw"] for c in per_file.values())
     rejected = sum(reasons.values())
@@ -89,12 +107,19 @@ def validate_to_files(specs: list[InputSpec], lengths: dict[str, list[int]], nea
         "kept": kept,
         "rejected": rejected,
         "rejected_by_reason": dict(sorted(reasons.items())),
-        "files": {path: {k: c[k] for k in ("raw", "kept", "rejected")} for path, c in per_file.items()},
+        "files": {path: {k: c[k] for k in ("raw", "kept", "rejected", "answer_not_in_context")}
+                  for path, c in per_file.items()},
         "changed_by_cleanup": changed_by_cleanup,
         "with_cot": with_cot,
+        "quotes": {"unverified_policy": unverified_quotes, **{k: quote_outcomes[k] for k in QUOTE_OUTCOMES}},
         "documents": groups,
         "near_duplicate_texts_merged": len(doc_ids) - groups,
     }
+
+
+def _scratch_row(record: Record) -> tuple:
+    """A kept record in the scratch file: its source last, where _KeptSources reads it."""
+    return record.id, record.question, record.context, record.answer, record.cot, record.source
 
 
 class _KeptSources:
@@ -125,4 +150,4 @@ def _deduplicate(record: Record, raw_fields: dict[str, Any], by_key: dict[bytes,
         detail = f"id {record_id!r} already used by {sources[by_id[record_id]]} (set id_prefix for this input)"
         return Reject(record.source, "duplicate_id", "id", detail, raw_fields)
     by_key[key] = by_id[record_id] = sources.position()  # the caller writes the record there next
-    return Record(record_id, record.question, record.context, record.answer, record.cot, record.source)
+    return dataclasses.replace(record, id=record_id)
