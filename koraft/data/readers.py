@@ -4,14 +4,21 @@ A record that cannot be parsed becomes a RawRecord with a `problem` (it is rejec
 dropped); a file that cannot be parsed at all raises InputError naming the file and line.
 Bytes are decoded with `surrogateescape` so that invalid UTF-8 surfaces as a per-record,
 per-field rejection instead of failing the whole file.
+
+Tables stream in batches, so memory stays bounded however many rows a file holds: an Excel sheet
+row by row through openpyxl's read-only mode (pandas.read_excel would build the whole sheet in
+memory first), Parquet in record batches through pyarrow, and a Hugging Face dataset through
+`datasets`, memory-mapped from a `save_to_disk` folder or streamed from the hub.
 """
 
 from __future__ import annotations
 
 import csv
+import datetime
 import itertools
 import json
 import sys
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +28,12 @@ from koraft.core.errors import InputError
 from koraft.core.formats import ANSWER_MARKER
 
 FIELDS = ("id", "question", "context", "answer", "cot")
-FORMATS = ("jsonl", "json", "csv", "tsv", "squad", "gorilla")
-_EXTENSION_FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv"}
+FORMATS = ("jsonl", "json", "csv", "tsv", "squad", "gorilla", "xlsx", "parquet", "hf")
+_EXTENSION_FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".xlsx": "xlsx",
+                      ".parquet": "parquet"}
 _DEFAULT_COLUMNS = {"gorilla": {"context": "oracle_context", "cot": "cot_answer"}}
+HUB_PREFIX = "hf://"  # a Hugging Face hub dataset id instead of a local path
+_TABLE_BATCH = 4096  # rows per Parquet or datasets batch
 
 
 @dataclass(frozen=True)
@@ -34,6 +44,10 @@ class InputSpec:
     format: str
     columns: dict[str, str] = field(default_factory=dict)  # our field -> the file's key/column
     id_prefix: str = ""
+    sheet: str | int = 0  # xlsx: a sheet name, or its 0-based position
+    header_row: int = 1  # xlsx: the 1-based row holding the column names
+    split: str | None = None  # hf: which split of a DatasetDict folder or hub dataset
+    revision: str | None = None  # hf:// only: the hub commit to read
 
     def column(self, name: str) -> str:
         return self.columns.get(name, _DEFAULT_COLUMNS.get(self.format, {}).get(name, name))
@@ -47,6 +61,8 @@ class RawRecord:
 
 
 def infer_format(path: str) -> str:
+    if path.startswith(HUB_PREFIX) or Path(path).is_dir():
+        return "hf"
     suffix = Path(path).suffix.lower()
     if suffix not in _EXTENSION_FORMATS:
         raise InputError(
@@ -74,6 +90,12 @@ def read_records(spec: InputSpec) -> Iterator[RawRecord]:
             yield from _gorilla(spec, _jsonl_objects(spec.path))
         else:
             yield from _gorilla(spec, _json_array_objects(spec.path, _read_text(spec.path)))
+    elif spec.format == "xlsx":
+        yield from _xlsx(spec)
+    elif spec.format == "parquet":
+        yield from _parquet(spec)
+    elif spec.format == "hf":
+        yield from _hf(spec)
     else:
         raise InputError(spec.path, f"unknown format '{spec.format}'; use one of {', '.join(FORMATS)}")
 
@@ -184,12 +206,7 @@ def _delimited_rows(spec: InputSpec, handle) -> Iterator[RawRecord]:
     if header is None:
         raise InputError(spec.path, "empty file, expected a header row", line=1)
     header = [name.strip() for name in header]
-    for name in ("question", "context", "answer"):
-        if spec.column(name) not in header:
-            raise InputError(
-                spec.path, f"column '{spec.column(name)}' not in header {header}", line=1, field=name
-            )
-    wanted = {name: header.index(spec.column(name)) for name in FIELDS if spec.column(name) in header}
+    wanted = _column_positions(spec, header, line=1)
     previous_line = reader.line_num
     while True:
         try:
@@ -276,3 +293,147 @@ def _split_cot_answer(fields: dict[str, Any], key: str) -> tuple[str, str] | Non
     if reasoning.strip():
         fields["cot"] = reasoning
     return None
+
+
+def _column_positions(spec: InputSpec, header: list[str], line: int | None = None) -> dict[str, int]:
+    """Our field -> the position of its column; a required column that is missing is a file error."""
+    for name in ("question", "context", "answer"):
+        if spec.column(name) not in header:
+            what = "header" if line is not None else "columns"
+            raise InputError(spec.path, f"column '{spec.column(name)}' not in {what} {header}", line=line, field=name)
+    return {name: header.index(spec.column(name)) for name in FIELDS if spec.column(name) in header}
+
+
+def _xlsx(spec: InputSpec) -> Iterator[RawRecord]:
+    """One record per non-empty row below the header row; the source is `path:sheet!row`, as Excel counts rows."""
+    import openpyxl
+    from openpyxl.utils.exceptions import InvalidFileException
+
+    if not Path(spec.path).is_file():
+        raise InputError(spec.path, "file not found")
+    try:
+        workbook = openpyxl.load_workbook(spec.path, read_only=True, data_only=True)
+    except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError) as exc:
+        raise InputError(spec.path, f"not a readable .xlsx workbook ({type(exc).__name__}: {exc})") from None
+    try:
+        names = workbook.sheetnames
+        if isinstance(spec.sheet, int) and not 0 <= spec.sheet < len(names):
+            raise InputError(spec.path, f"has {len(names)} sheets {names}, no sheet {spec.sheet}", field="sheet")
+        if isinstance(spec.sheet, str) and spec.sheet not in names:
+            raise InputError(spec.path, f"no sheet named {spec.sheet!r}; its sheets are {names}", field="sheet")
+        sheet = workbook[names[spec.sheet] if isinstance(spec.sheet, int) else spec.sheet]
+        rows = sheet.iter_rows(min_row=spec.header_row, values_only=True)
+        header_cells = next(rows, None)
+        if header_cells is None:
+            raise InputError(spec.path, f"sheet {sheet.title!r} has no header row {spec.header_row}",
+                             line=spec.header_row)
+        header = [_cell_text(cell).strip() for cell in header_cells]
+        wanted = _column_positions(spec, header, line=spec.header_row)
+        for number, cells in enumerate(rows, start=spec.header_row + 1):
+            texts = [_cell_text(cell) for cell in cells]
+            if not any(text.strip() for text in texts):
+                continue
+            texts += [""] * (len(header) - len(texts))  # trailing empty cells may be left out of a row
+            yield RawRecord(f"{spec.path}:{sheet.title}!{number}", {name: texts[i] for name, i in wanted.items()})
+    finally:
+        workbook.close()
+
+
+def _cell_text(value: Any) -> str:
+    """A cell as the text a user sees: 1997 and 1997.0 both read "1997", a date "1988-09-17"; an empty cell ""."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, datetime.datetime) and value.time() == datetime.time(0):
+        return value.date().isoformat()  # Excel stores a date as a datetime at midnight
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    return str(value)
+
+
+def _parquet(spec: InputSpec) -> Iterator[RawRecord]:
+    """One record per row, read in batches of the needed columns; the source is `path:[row index]`."""
+    import pyarrow
+    import pyarrow.parquet
+
+    if not Path(spec.path).is_file():
+        raise InputError(spec.path, "file not found")
+    try:
+        table = pyarrow.parquet.ParquetFile(spec.path)
+    except (pyarrow.ArrowException, OSError) as exc:
+        raise InputError(spec.path, f"not a readable Parquet file ({exc})") from None
+    wanted = _column_positions(spec, table.schema_arrow.names)
+    columns = [spec.column(name) for name in wanted]
+    index = 0
+    for batch in table.iter_batches(batch_size=_TABLE_BATCH, columns=columns):
+        for row in batch.to_pylist():
+            yield _table_record(f"{spec.path}:[{index}]", spec, row)
+            index += 1
+
+
+def _hf(spec: InputSpec) -> Iterator[RawRecord]:
+    """A Hugging Face dataset from a `save_to_disk` folder or (hf://<id>) the hub; sources are `path:split[index]`."""
+    dataset, split = _hub_dataset(spec) if spec.path.startswith(HUB_PREFIX) else _disk_dataset(spec)
+    _column_positions(spec, list(dataset.column_names or []))
+    for index, row in enumerate(dataset):
+        yield _table_record(f"{spec.path}:{split}[{index}]", spec, row)
+
+
+def _disk_dataset(spec: InputSpec):
+    import datasets
+
+    if not Path(spec.path).is_dir():
+        raise InputError(spec.path, "folder not found (format hf reads a folder written by save_to_disk)")
+    try:
+        loaded = datasets.load_from_disk(spec.path)
+    except FileNotFoundError:
+        raise InputError(spec.path, "not a dataset folder: write it with Dataset.save_to_disk") from None
+    if isinstance(loaded, datasets.DatasetDict):
+        splits = list(loaded)
+        if spec.split is None and len(splits) != 1:
+            raise InputError(spec.path, f"holds the splits {splits}: set 'split' to one of them", field="split")
+        split = spec.split or splits[0]
+        if split not in loaded:
+            raise InputError(spec.path, f"has no split {split!r}; its splits are {splits}", field="split")
+        return loaded[split], split
+    if spec.split is not None:
+        raise InputError(spec.path, "holds one dataset, not a DatasetDict: remove 'split'", field="split")
+    return loaded, "rows"
+
+
+def _hub_dataset(spec: InputSpec):
+    """Streamed, so a large hub dataset never sits in memory or in a cache here; the token, if any, from HF_TOKEN.
+
+    One metadata request first: unreachable, it fails at once (load_dataset retries for about 25 s),
+    and it tells a missing dataset or revision apart from a network problem.
+    """
+    import datasets
+    import huggingface_hub
+
+    name, split = spec.path[len(HUB_PREFIX):], spec.split or "train"
+    try:
+        huggingface_hub.HfApi().dataset_info(name, revision=spec.revision, timeout=10)
+        return datasets.load_dataset(name, split=split, revision=spec.revision, streaming=True), split
+    except Exception as exc:  # noqa: BLE001 - whatever the hub client raises, the user gets one line
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        raise InputError(spec.path, f"cannot load from the Hugging Face hub ({type(exc).__name__}: {first_line}); "
+                                    "offline, save it with save_to_disk where the hub is reachable and list "
+                                    "that folder instead") from None
+
+
+def _table_record(source: str, spec: InputSpec, row: dict[str, Any]) -> RawRecord:
+    """A row of a typed table; SQuAD-shaped answers ({text: [...], answer_start: [...]}) as in KorQuAD's datasets."""
+    fields = {name: row[spec.column(name)] for name in FIELDS if spec.column(name) in row}
+    answers = fields.get("answer")
+    if isinstance(answers, dict) and "text" in answers:
+        texts, starts = answers.get("text"), answers.get("answer_start")
+        texts = texts if isinstance(texts, list) else [texts]
+        starts = starts if isinstance(starts, list) else [starts] * len(texts)
+        qa = {**{k: fields[k] for k in ("id", "question") if k in fields},
+              "answers": [{"text": t, "answer_start": a} for t, a in zip(texts, starts, strict=False)]}
+        record = _squad_record(source, fields.get("context"), qa)
+        if "cot" in fields:
+            record.fields["cot"] = fields["cot"]
+        return record
+    return RawRecord(source, fields)
