@@ -11,7 +11,7 @@ from family_models import build_family_model
 from helpers import distill_params, where
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from koraft.core.errors import InputError, KoraftError, ParamError
+from koraft.core.errors import KoraftError, ParamError
 from koraft.evaluation.decoding import greedy_generate
 from koraft.evaluation.evaluate import COMPARISONS, MAIN_METRICS, VARIANTS, EvalPaths, evaluate
 from koraft.models.chat import stop_token_ids
@@ -220,8 +220,22 @@ def test_bad_predictions_file_names_file_line_and_field(lines, message, params, 
     rows = raft_rows["test"][:2]
     text = "\n".join(lines).replace("ID0", rows[0]["id"]).replace("ID1", rows[1]["id"])
     (tmp_path / "api.jsonl").write_text(text + "\n", encoding="utf-8")
-    with pytest.raises(InputError, match=message.replace("ID1", rows[1]["id"])):
+    with pytest.raises(KoraftError, match=message.replace("ID1", rows[1]["id"])):
         evaluate(rows, eval_params(params, predictions_file=str(tmp_path / "api.jsonl")), unused_paths(tmp_path))
+
+
+def test_a_predictions_file_with_many_bad_lines_reports_the_first_twenty_at_once(params, raft_rows, tmp_path):
+    rows = raft_rows["test"][:3]
+    lines = [json.dumps({"id": rows[0]["id"], "prediction": "a"}), "{not json", '{"id": "nope", "prediction": "b"}']
+    lines += [json.dumps({"id": rows[1]["id"], "prediction": i}) for i in range(25)]
+    (tmp_path / "api.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(KoraftError) as raised:
+        evaluate(rows, eval_params(params, predictions_file=str(tmp_path / "api.jsonl")), unused_paths(tmp_path))
+    message = str(raised.value)
+    assert message.splitlines()[0] == f"{tmp_path / 'api.jsonl'}: 27 bad lines; 2 test records have no prediction:"
+    assert "api.jsonl:2: invalid JSON" in message and "api.jsonl:3: field 'id': 'nope'" in message
+    assert message.count("field 'prediction': must be a string") == 18  # 20 shown, 2 of them above
+    assert message.splitlines()[-1] == "  ... and 7 more"
 
 
 @pytest.mark.parametrize("change, message", [
