@@ -10,6 +10,7 @@ verbatim; a quote not found even then is "unverified", and `validate.unverified_
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -56,19 +57,17 @@ class QuoteCheck:
 
 def check_quotes(cot: str, document: str) -> QuoteCheck:
     """Find every quote of `cot` in `document`; verbatim when all are there as written."""
-    folded_document: tuple[str, list[int]] | None = None
+    folded_document = functools.cache(lambda: fold(document))  # per character in Python: once, if at all
     missing: str | None = None
     outcome = "verbatim"
 
     def replace(match: re.Match) -> str:
-        nonlocal folded_document, missing, outcome
+        nonlocal missing, outcome
         inner = match.group(1)
         quote = inner.strip()
         if not quote or quote in document:
             return match.group(0)
-        if folded_document is None:  # folding is per character in Python: only when needed
-            folded_document = fold(document)
-        found = locate(quote, document, folded_document)
+        found = locate(quote, document, folded_document())
         if found is None:
             missing = missing or quote
             outcome = "unverified"

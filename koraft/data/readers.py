@@ -309,34 +309,36 @@ def _xlsx(spec: InputSpec) -> Iterator[RawRecord]:
     import openpyxl
     from openpyxl.utils.exceptions import InvalidFileException
 
-    if not Path(spec.path).is_file():
-        raise InputError(spec.path, "file not found")
-    try:
-        workbook = openpyxl.load_workbook(spec.path, read_only=True, data_only=True)
-    except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError) as exc:
-        raise InputError(spec.path, f"not a readable .xlsx workbook ({type(exc).__name__}: {exc})") from None
-    try:
-        names = workbook.sheetnames
-        if isinstance(spec.sheet, int) and not 0 <= spec.sheet < len(names):
-            raise InputError(spec.path, f"has {len(names)} sheets {names}, no sheet {spec.sheet}", field="sheet")
-        if isinstance(spec.sheet, str) and spec.sheet not in names:
-            raise InputError(spec.path, f"no sheet named {spec.sheet!r}; its sheets are {names}", field="sheet")
-        sheet = workbook[names[spec.sheet] if isinstance(spec.sheet, int) else spec.sheet]
-        rows = sheet.iter_rows(min_row=spec.header_row, values_only=True)
-        header_cells = next(rows, None)
-        if header_cells is None:
-            raise InputError(spec.path, f"sheet {sheet.title!r} has no header row {spec.header_row}",
-                             line=spec.header_row)
-        header = [_cell_text(cell).strip() for cell in header_cells]
-        wanted = _column_positions(spec, header, line=spec.header_row)
-        for number, cells in enumerate(rows, start=spec.header_row + 1):
-            texts = [_cell_text(cell) for cell in cells]
-            if not any(text.strip() for text in texts):
-                continue
-            texts += [""] * (len(header) - len(texts))  # trailing empty cells may be left out of a row
-            yield RawRecord(f"{spec.path}:{sheet.title}!{number}", {name: texts[i] for name, i in wanted.items()})
-    finally:
-        workbook.close()
+    with _open(spec.path) as handle:
+        try:
+            workbook = openpyxl.load_workbook(handle, read_only=True, data_only=True)
+        except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError) as exc:
+            raise InputError(spec.path, f"not a readable .xlsx workbook ({type(exc).__name__}: {exc})") from None
+        try:
+            yield from _sheet_records(spec, workbook)
+        finally:
+            workbook.close()
+
+
+def _sheet_records(spec: InputSpec, workbook) -> Iterator[RawRecord]:
+    names = workbook.sheetnames
+    if isinstance(spec.sheet, int) and not 0 <= spec.sheet < len(names):
+        raise InputError(spec.path, f"has {len(names)} sheets {names}, no sheet {spec.sheet}", field="sheet")
+    if isinstance(spec.sheet, str) and spec.sheet not in names:
+        raise InputError(spec.path, f"no sheet named {spec.sheet!r}; its sheets are {names}", field="sheet")
+    sheet = workbook[names[spec.sheet] if isinstance(spec.sheet, int) else spec.sheet]
+    rows = sheet.iter_rows(min_row=spec.header_row, values_only=True)
+    header_cells = next(rows, None)
+    if header_cells is None:
+        raise InputError(spec.path, f"sheet {sheet.title!r} has no header row {spec.header_row}", line=spec.header_row)
+    header = [_cell_text(cell).strip() for cell in header_cells]
+    wanted = _column_positions(spec, header, line=spec.header_row)
+    for number, cells in enumerate(rows, start=spec.header_row + 1):
+        texts = [_cell_text(cell) for cell in cells]
+        if not any(text.strip() for text in texts):
+            continue
+        texts += [""] * (len(header) - len(texts))  # trailing empty cells may be left out of a row
+        yield RawRecord(f"{spec.path}:{sheet.title}!{number}", {name: texts[i] for name, i in wanted.items()})
 
 
 def _cell_text(value: Any) -> str:
@@ -357,25 +359,25 @@ def _parquet(spec: InputSpec) -> Iterator[RawRecord]:
     import pyarrow
     import pyarrow.parquet
 
-    if not Path(spec.path).is_file():
-        raise InputError(spec.path, "file not found")
-    try:
-        table = pyarrow.parquet.ParquetFile(spec.path)
-    except (pyarrow.ArrowException, OSError) as exc:
-        raise InputError(spec.path, f"not a readable Parquet file ({exc})") from None
-    wanted = _column_positions(spec, table.schema_arrow.names)
-    columns = [spec.column(name) for name in wanted]
-    index = 0
-    for batch in table.iter_batches(batch_size=_TABLE_BATCH, columns=columns):
-        for row in batch.to_pylist():
-            yield _table_record(f"{spec.path}:[{index}]", spec, row)
-            index += 1
+    with _open(spec.path) as handle:
+        try:
+            table = pyarrow.parquet.ParquetFile(handle)
+        except (pyarrow.ArrowException, OSError) as exc:
+            raise InputError(spec.path, f"not a readable Parquet file ({exc})") from None
+        wanted = _column_positions(spec, table.schema_arrow.names)
+        columns = [spec.column(name) for name in wanted]
+        index = 0
+        for batch in table.iter_batches(batch_size=_TABLE_BATCH, columns=columns):
+            for row in batch.to_pylist():
+                yield _table_record(f"{spec.path}:[{index}]", spec, row)
+                index += 1
 
 
 def _hf(spec: InputSpec) -> Iterator[RawRecord]:
     """A Hugging Face dataset from a `save_to_disk` folder or (hf://<id>) the hub; sources are `path:split[index]`."""
     dataset, split = _hub_dataset(spec) if spec.path.startswith(HUB_PREFIX) else _disk_dataset(spec)
-    _column_positions(spec, list(dataset.column_names or []))
+    if dataset.column_names is not None:  # a streamed dataset may not know its columns before its first row
+        _column_positions(spec, list(dataset.column_names))
     for index, row in enumerate(dataset):
         yield _table_record(f"{spec.path}:{split}[{index}]", spec, row)
 
