@@ -285,6 +285,7 @@ def test_a_teacher_that_is_down_or_wrongly_configured_is_one_line(params, docume
         check_generate(broken)
 
 
+@pytest.mark.slow
 def test_the_tiny_model_as_teacher_has_every_item_counted_with_its_reason(params, documents, tiny_models, tmp_path):
     settings = copy.deepcopy(params)
     settings["generate"]["inputs"] = [str(documents)]
@@ -301,6 +302,8 @@ def test_the_tiny_model_as_teacher_has_every_item_counted_with_its_reason(params
     assert cost["teacher_calls_made"] == metrics["teacher"]["calls"] and metrics["teacher"]["tokens_out"] > 0
 
 
+@pytest.mark.slow
+@pytest.mark.dvc
 def test_dvc_repro_trains_on_generated_records_and_a_second_repro_is_free(tmp_path):
     project = make_project(tmp_path / "project")
     write_documents(project / "data" / "documents")

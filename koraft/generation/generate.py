@@ -40,7 +40,8 @@ def generate_to_files(settings: dict[str, Any], records_path: Path, rejects_path
             metrics = run.metrics() if not settings["inputs"] else run.all()
     finally:
         cache.close()
-    cost = {"seconds": round(time.perf_counter() - started, 2), "teacher_calls_made": run.calls_made,
+    seconds = round(time.perf_counter() - started, 2) if settings["inputs"] else 0.0  # nothing to do: a fixed file
+    cost = {"seconds": seconds, "teacher_calls_made": run.calls_made,
             "cache_hits": run.cache_hits, "cache_torn_lines": cache.torn_lines}
     return metrics, cost
 
