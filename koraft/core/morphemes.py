@@ -1,4 +1,4 @@
-"""Kiwi morpheme analysis, shared by BM25 retrieval and the Korean metrics.
+"""Kiwi morpheme analysis, shared by BM25 retrieval and the Korean metrics; its sentence splitter, by generate.
 
 Korean attaches particles and endings to words (서울에서, 서울은), so whitespace tokens rarely
 match across sentences; Kiwi's morpheme analysis recovers the shared stems (서울 + 에서).
@@ -23,7 +23,7 @@ class MorphemeTokenizer:
     """texts -> morpheme forms; `content_only` keeps what BM25 matches on, else every non-punctuation morpheme."""
 
     def __init__(self, content_only: bool = True) -> None:
-        self._kiwi = _kiwi()
+        self._kiwi = kiwi()
         self.content_only = content_only
 
     def __call__(self, texts: list[str]) -> list[list[str]]:
@@ -34,7 +34,7 @@ class MorphemeTokenizer:
 
 
 @cache
-def _kiwi():
+def kiwi():
     """Kiwi's analyser, loaded once per process (its model takes about a second and 500 MiB).
 
     Its worker threads analyse a batch of texts on every core this process may use: 1.6x one

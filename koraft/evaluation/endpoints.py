@@ -70,20 +70,30 @@ def check_endpoints(settings: dict[str, Any], taken: set[str]) -> list[Endpoint]
         for name in ("name", "base_url", "model"):
             if not isinstance(entry.get(name), str) or not entry[name].strip():
                 raise ParamError(f"{key}.{name}", f"must be a non-empty string, got {entry.get(name)!r}")
-        if not entry["base_url"].startswith(("http://", "https://")):
-            raise ParamError(f"{key}.base_url", f"must start with http:// or https://, got {entry['base_url']!r}")
+        base_url = check_base_url(entry["base_url"], f"{key}.base_url")
         if entry["name"] in taken:
             raise ParamError(f"{key}.name", f"{entry['name']!r} is already the name of another system")
-        env = entry.get("api_key_env")
-        if env is not None and (not isinstance(env, str) or not env.isidentifier()):
-            raise ParamError(f"{key}.api_key_env", f"names an environment variable, got {env!r}")
+        check_key_env(entry.get("api_key_env"), f"{key}.api_key_env")
         extra = entry.get("extra_body")
         if extra is not None and not isinstance(extra, dict):
             raise ParamError(f"{key}.extra_body", f"must be a mapping of request fields, got {extra!r}")
         taken.add(entry["name"])
-        endpoints.append(Endpoint(entry["name"], entry["base_url"].rstrip("/"), entry["model"], env,
+        endpoints.append(Endpoint(entry["name"], base_url, entry["model"], entry.get("api_key_env"),
                                   entry.get("compare_to"), extra))
     return endpoints
+
+
+def check_base_url(base_url: str, key: str) -> str:
+    """An endpoint's URL without its trailing slash; ParamError unless it is http(s)."""
+    if not base_url.startswith(("http://", "https://")):
+        raise ParamError(key, f"must start with http:// or https://, got {base_url!r}")
+    return base_url.rstrip("/")
+
+
+def check_key_env(env: Any, key: str) -> None:
+    """api_key_env names an environment variable (the key itself never appears in params)."""
+    if env is not None and (not isinstance(env, str) or not env.isidentifier()):
+        raise ParamError(key, f"names an environment variable, got {env!r}")
 
 
 def client_for(endpoint: Endpoint, requests: dict[str, Any]):
@@ -113,20 +123,38 @@ def check_reachable(client, endpoint: Endpoint) -> None:
         # some servers do not list models; the chat requests will tell
 
 
-def ask(client, endpoint: Endpoint, messages: list[dict[str, str]], max_tokens: int) -> tuple[str, bool, int]:
-    """(text, stopped before max_tokens, completion tokens) of one greedy chat completion."""
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    stopped: bool  # False: cut at max_tokens
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def complete(client, model: str, messages: list[dict[str, str]], sampling: dict[str, Any],
+             extra_body: dict[str, Any] | None = None) -> Completion:
+    """One chat completion; `sampling` holds temperature and max_tokens, and top_p or seed only when set."""
     from openai.types.chat import ChatCompletion
 
-    response = client.chat.completions.create(model=endpoint.model, messages=messages, temperature=0.0,
-                                              max_tokens=max_tokens, extra_body=endpoint.extra_body)
+    optional = {name: sampling[name] for name in ("top_p", "seed") if name in sampling}  # unset: not sent at all
+    response = client.chat.completions.create(model=model, messages=messages, temperature=sampling["temperature"],
+                                              max_tokens=sampling["max_tokens"], extra_body=extra_body, **optional)
     if not isinstance(response, ChatCompletion) or not response.choices:
         raise ValueError(f"not a chat completion: {str(response)[:80]!r}")
     choice = response.choices[0]
     text = choice.message.content if choice.message else None
     if not isinstance(text, str):
         raise ValueError("the completion has no text content")
-    tokens = response.usage.completion_tokens if response.usage else 0
-    return text, choice.finish_reason != "length", tokens
+    usage = response.usage
+    return Completion(text, choice.finish_reason != "length", usage.prompt_tokens if usage else 0,
+                      usage.completion_tokens if usage else 0)
+
+
+def ask(client, endpoint: Endpoint, messages: list[dict[str, str]], max_tokens: int) -> tuple[str, bool, int]:
+    """(text, stopped before max_tokens, completion tokens) of one greedy chat completion."""
+    reply = complete(client, endpoint.model, messages, {"temperature": 0.0, "max_tokens": max_tokens},
+                     endpoint.extra_body)
+    return reply.text, reply.stopped, reply.completion_tokens
 
 
 def answer_all(endpoint: Endpoint, messages: dict[str, list[dict[str, str]]], max_tokens: int,

@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
 
+from koraft.core.morphemes import kiwi
 from koraft.generation.documents import Document
 
 
@@ -24,19 +24,12 @@ class Chunk:
     length: int  # in the chunking unit
 
 
-@cache
-def _kiwi():
-    from kiwipiepy import Kiwi
-
-    return Kiwi()
-
-
 def sentences(text: str) -> list[tuple[str, bool]]:
     """(sentence, whether it starts a line) by Kiwi, line by line: a line break (a heading, a table row) ends one."""
     found = []
     for line in text.split("\n"):
         if line.strip():
-            split = [sentence.text for sentence in _kiwi().split_into_sents(line) if sentence.text.strip()]
+            split = [sentence.text for sentence in kiwi().split_into_sents(line) if sentence.text.strip()]
             found += [(sentence, index == 0) for index, sentence in enumerate(split)]
     return found
 
@@ -54,10 +47,12 @@ def chunk_document(document: Document, size: int, overlap: int, measure: Callabl
     for piece in pieces:
         if current and sum(p[2] for p in current) + piece[2] > size:
             chunks.append(_chunk(document.path, current, measure))
-            kept = 0  # the overlap: the last sentences of the chunk just closed, up to `overlap` in length
-            while kept < len(current) and sum(p[2] for p in current[len(current) - kept - 1:]) <= overlap:
-                kept += 1
-            current = current[len(current) - kept:] if kept else []
+            tail = []  # the overlap: the closed chunk's last sentences, up to `overlap` in length
+            for earlier in reversed(current):
+                if sum(p[2] for p in tail) + earlier[2] > overlap:
+                    break
+                tail.insert(0, earlier)
+            current = tail
             while current and sum(p[2] for p in current) + piece[2] > size:
                 current.pop(0)
         current.append(piece)

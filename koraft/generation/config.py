@@ -6,6 +6,7 @@ from typing import Any
 
 from koraft.core.config import check_choice, check_number, check_text, reject_unknown_keys, section
 from koraft.core.errors import ParamError
+from koraft.evaluation.endpoints import check_base_url, check_key_env
 
 KEYS = {"inputs", "chunking", "questions_per_chunk", "teacher", "sampling", "prices", "prompts", "filters"}
 TEACHER_KEYS = {"backend", "model", "base_url", "api_key_env", "revision", "concurrency", "timeout_s", "retries",
@@ -34,15 +35,11 @@ def check_generate(params: dict[str, Any]) -> dict[str, Any]:
     check_number(teacher, "timeout_s", "generate.teacher", 0.1, 3600)
     check_number(teacher, "retries", "generate.teacher", 0, 20, integer=True)
     check_number(teacher, "batch_size", "generate.teacher", 1, 1024, integer=True)
-    env = teacher.get("api_key_env")
-    if env is not None and (not isinstance(env, str) or not env.isidentifier()):
-        raise ParamError("generate.teacher.api_key_env", f"names an environment variable, got {env!r}")
+    check_key_env(teacher.get("api_key_env"), "generate.teacher.api_key_env")
     if backend == "openai":
         check_text(teacher, "model", "generate.teacher")
-        base_url = check_text(teacher, "base_url", "generate.teacher")
-        if not base_url.startswith(("http://", "https://")):
-            raise ParamError("generate.teacher.base_url", f"must start with http:// or https://, got {base_url!r}")
-        teacher["base_url"] = base_url.rstrip("/")
+        teacher["base_url"] = check_base_url(check_text(teacher, "base_url", "generate.teacher"),
+                                             "generate.teacher.base_url")
     elif inputs:  # resolved only when there is work: an empty generate stage loads nothing
         teacher["resolved"] = _resolved_model(teacher.get("model"))
     sampling = section(generate, "sampling", "generate.")

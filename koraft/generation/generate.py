@@ -10,11 +10,13 @@ Replies come from the call cache when they can (koraft.generation.call_cache).
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from koraft.core.errors import ParamError
 from koraft.core.jsonl import jsonl_line
 from koraft.data.neardup import DocumentGrouper
 from koraft.data.outputs import written_whole
@@ -85,7 +87,7 @@ class _Run:
     def ask_questions(self) -> list[tuple[Chunk, int, str]]:
         """(chunk, slot, question) for every question that passed its checks, in chunk order."""
         count = self.settings["questions_per_chunk"]
-        calls = [self.call(self.prompts["questions"].replace("{count}", str(count)).replace("{chunk}", chunk.text))
+        calls = [self.call(_fill(self.prompts["questions"], chunk=chunk.text, count=str(count)))
                  for chunk in self.chunks]
         replies = self.replies(calls)
         candidates = []
@@ -125,7 +127,7 @@ class _Run:
         return unique
 
     def answer(self, questions: list[tuple[Chunk, int, str]]) -> None:
-        calls = [self.call(self.prompts["answer"].replace("{chunk}", chunk.text).replace("{question}", question))
+        calls = [self.call(_fill(self.prompts["answer"], chunk=chunk.text, question=question))
                  for chunk, _, question in questions]
         replies = self.replies(calls)
         for (chunk, slot, question), (key, _) in zip(questions, calls, strict=True):
@@ -198,12 +200,15 @@ class _Run:
         }
 
 
+def _fill(template: str, **values: str) -> str:
+    """The prompt with its placeholders filled in one pass: a chunk that contains "{question}" stays as written."""
+    return re.sub(r"\{(chunk|count|question)\}", lambda match: values.get(match.group(1), match.group(0)), template)
+
+
 def _measure(chunking: dict[str, Any], teacher: dict[str, Any]):
     """A text's length in the chunking unit: characters, or tokens of the tokenizer named in params."""
     if chunking["unit"] == "characters":
         return len
-    from koraft.core.errors import ParamError
-
     source = chunking.get("tokenizer") or (teacher["resolved"].source if "resolved" in teacher else None)
     if not source:
         raise ParamError("generate.chunking.tokenizer", "unit: tokens needs the teacher's tokenizer: a model folder "

@@ -19,7 +19,7 @@ from typing import Any
 
 from koraft.core.errors import KoraftError
 from koraft.core.hashing import folder_sha256
-from koraft.evaluation.endpoints import Endpoint, check_reachable, client_for
+from koraft.evaluation.endpoints import Endpoint, check_reachable, client_for, complete
 from koraft.generation.call_cache import Reply
 
 Call = tuple[str, list[dict[str, str]]]  # (cache key, messages)
@@ -63,7 +63,7 @@ def _openai_replies(teacher: dict[str, Any], sampling: dict[str, Any], calls: li
 
     def submit_next() -> None:
         for key, messages in waiting:
-            pending[pool.submit(_complete, client, teacher["model"], messages, sampling, teacher)] = key
+            pending[pool.submit(_reply, client, teacher, messages, sampling)] = key
             return
 
     try:
@@ -96,21 +96,9 @@ def _openai_replies(teacher: dict[str, Any], sampling: dict[str, Any], calls: li
                              f"`dvc repro generate` to resume")
 
 
-def _complete(client, model: str, messages: list[dict[str, str]], sampling: dict[str, Any], teacher: dict[str, Any]
-              ) -> Reply:
-    from openai.types.chat import ChatCompletion
-
-    optional = {name: sampling[name] for name in ("top_p", "seed") if name in sampling}  # unset: not sent at all
-    response = client.chat.completions.create(model=model, messages=messages, temperature=sampling["temperature"],
-                                              max_tokens=sampling["max_tokens"], extra_body=teacher.get("extra_body"),
-                                              **optional)
-    if not isinstance(response, ChatCompletion) or not response.choices:
-        raise ValueError(f"not a chat completion: {str(response)[:80]!r}")
-    choice = response.choices[0]
-    text = choice.message.content if choice.message else None
-    usage = response.usage
-    return Reply(text if isinstance(text, str) else "", usage.prompt_tokens if usage else 0,
-                 usage.completion_tokens if usage else 0, choice.finish_reason != "length")
+def _reply(client, teacher: dict[str, Any], messages: list[dict[str, str]], sampling: dict[str, Any]) -> Reply:
+    answer = complete(client, teacher["model"], messages, sampling, teacher.get("extra_body"))
+    return Reply(answer.text, answer.prompt_tokens, answer.completion_tokens, answer.stopped)
 
 
 def _transformers_replies(teacher: dict[str, Any], sampling: dict[str, Any], calls: list[Call]
