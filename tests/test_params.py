@@ -29,6 +29,7 @@ def broken(params, dotted_key, value):
     (check_raft, "raft.bm25.k1", "1.5e0x", "raft.bm25.k1"),
     (check_raft, "raft.bm25.pool", 0, "raft.bm25.pool"),
     (check_raft, "raft.bm25.pool", 2.5, "raft.bm25.pool"),
+    (check_raft, "raft.bm25.terms", "words", "raft.bm25.terms"),
     (check_split, "split.ratios.train", 0.7, "split.ratios"),
     (check_split, "split.ratios.val", -0.1, "split.ratios.val"),
     (check_split, "split.salt", True, "split.salt"),

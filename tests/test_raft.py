@@ -11,7 +11,7 @@ from helpers import build_raft, synthetic_records
 
 from koraft.core.errors import KoraftError
 from koraft.core.morphemes import morpheme_tokenizer
-from koraft.data.bm25 import BM25Index
+from koraft.data.bm25 import BM25Index, character_bigrams
 from koraft.data.neardup import text_hash
 from koraft.data.split import assign_split
 from koraft.data.synth import synthetic_corpus
@@ -22,10 +22,11 @@ def records(tmp_path_factory, validate_params):
     return synthetic_records(tmp_path_factory.mktemp("raft"), validate_params, num_docs=200)
 
 
-@pytest.mark.parametrize(("source", "pool"), [("random", 20000), ("bm25", 20000), ("bm25", 40)])
-def test_raft_invariants(records, raft_params, split_params, source, pool):
+@pytest.mark.parametrize(("source", "pool", "terms"), [
+    ("random", 20000, "bigrams"), ("bm25", 20000, "bigrams"), ("bm25", 40, "bigrams"), ("bm25", 20000, "morphemes")])
+def test_raft_invariants(records, raft_params, split_params, source, pool, terms):
     raft = {**raft_params, "distractor_source": source, "num_distractors": 4,
-            "bm25": {**raft_params["bm25"], "pool": pool}}
+            "bm25": {**raft_params["bm25"], "pool": pool, "terms": terms}}
     rows, metrics = build_raft(records, raft, split_params, seed=7)
     texts = {}  # one text per doc_id: the member with the smallest content hash
     for record in sorted(records, key=lambda r: text_hash(r["context"]), reverse=True):
@@ -105,6 +106,23 @@ def test_bm25_over_morphemes_finds_inflected_matches():
     assert ranked[0][0] == 3 and 0 not in ranked[0]
     assert ranked[1][0] == 1 and 2 not in ranked[1]
     assert all(hit != 2 for hit in ranked[1])  # zero-score documents are not returned
+
+
+def test_character_bigrams_cut_hangul_runs_and_keep_other_words_whole():
+    assert character_bigrams(["2020년 기준 한결시의 인구는, 약 12만 명!", "iPhone 15는 東京에서 산다", ""]) == [
+        ["2020", "년", "기준", "한결", "결시", "시의", "인구", "구는", "약", "12", "만", "명"],
+        ["iphone", "15", "는", "東京", "京에", "에서", "산다"],
+        [],
+    ]
+
+
+def test_bm25_over_bigrams_matches_names_a_morpheme_analyser_splits():
+    """Invented names (솔가온시) share bigrams with the question however Kiwi would cut them."""
+    documents = ["솔가온시는 강원도 북부에 위치한 도시이다.", "누리가온시는 경기도 남부에 위치한 도시이다.",
+                 "솔가온산은 높이 900미터의 산이다.", "솔가온시의 인구는 약 12만 명이다."]
+    index = BM25Index(character_bigrams(documents), k1=1.5, b=0.75, pool=10)
+    ranked = index.rank(character_bigrams(["솔가온시는 어느 도에 속해 있나요?"]), golden=[3], k=3)
+    assert ranked[0][0] == 0 and 3 not in ranked[0]
 
 
 def test_bm25_scores_follow_okapi_with_lucene_idf():

@@ -6,6 +6,7 @@ from typing import Any
 
 from koraft.core.config import check_choice, check_number, check_text, reject_unknown_keys, section
 from koraft.core.errors import ParamError
+from koraft.data.bm25 import TERMS as BM25_TERMS
 from koraft.data.quotes import UNVERIFIED_POLICIES
 from koraft.data.readers import FIELDS, FORMATS, HUB_PREFIX, InputSpec, infer_format
 from koraft.data.schema import TEXT_FIELDS
@@ -120,4 +121,5 @@ def check_raft(params: dict[str, Any]) -> dict[str, Any]:
     check_number(bm25, "k1", "raft.bm25", 0.0, 10.0)
     check_number(bm25, "b", "raft.bm25", 0.0, 1.0)
     check_number(bm25, "pool", "raft.bm25", 1, 10**9, integer=True)
+    check_choice(bm25, "terms", "raft.bm25", BM25_TERMS)
     return raft

@@ -17,8 +17,7 @@ from typing import Any
 
 from koraft.core.errors import KoraftError
 from koraft.core.jsonl import jsonl_line, read_jsonl
-from koraft.core.morphemes import morpheme_tokenizer
-from koraft.data.bm25 import BM25Index
+from koraft.data.bm25 import BM25Index, term_tokenizer
 from koraft.data.neardup import text_hash
 from koraft.data.quality import QualityReport
 
@@ -151,7 +150,7 @@ class _BM25Ranker:
     (each within its golden document's pool of at most raft.bm25.pool documents)."""
 
     def __init__(self, texts: DocumentStore, doc_ids: list[str], raft: dict[str, Any]) -> None:
-        self.tokenize = morpheme_tokenizer()
+        self.tokenize = term_tokenizer(raft["bm25"]["terms"])
         self.doc_ids = doc_ids
         self.position = {doc_id: i for i, doc_id in enumerate(doc_ids)}
         chunks = _chunks((texts[d] for d in doc_ids), RANK_CHUNK)
