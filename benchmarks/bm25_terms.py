@@ -12,7 +12,6 @@ whose next-best documents are the questions' hardest negatives.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import time
 from pathlib import Path
@@ -20,19 +19,20 @@ from pathlib import Path
 import numpy as np
 
 from koraft.data.bm25 import TERMS, BM25Index, term_tokenizer
+from koraft.data.readers import InputSpec, read_records
 from koraft.data.synth import synthetic_corpus
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def korquad_sample() -> tuple[list[str], list[tuple[str, int]]]:
-    data = json.loads((ROOT / "data/raw/sample_korquad.json").read_text(encoding="utf-8"))
-    documents, questions = [], []
-    for article in data["data"]:
-        for paragraph in article["paragraphs"]:
-            documents.append(paragraph["context"])
-            questions += [(qa["question"], len(documents) - 1) for qa in paragraph["qas"]]
-    return documents, questions
+    """The shipped KorQuAD sample through validate's own SQuAD reader: paragraphs and their questions."""
+    documents: dict[str, int] = {}
+    questions = []
+    for record in read_records(InputSpec(str(ROOT / "data/raw/sample_korquad.json"), "squad")):
+        index = documents.setdefault(record.fields["context"], len(documents))
+        questions.append((record.fields["question"], index))
+    return list(documents), questions
 
 
 def synthetic(num_docs: int, num_questions: int) -> tuple[list[str], list[tuple[str, int]]]:
