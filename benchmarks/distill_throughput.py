@@ -1,17 +1,17 @@
-"""Distillation throughput: student tokens/s with an online teacher vs an offline top-k cache, and cache size.
+"""Distillation throughput: packed vs padded student batches, online teacher vs the offline top-k cache.
 
-    python benchmarks/distill_throughput.py [--steps 12] [--seq N]
+    python benchmarks/distill_throughput.py [--steps 16] [--synthetic]
 
-Without a GPU the teacher is tiny-m and the student tiny-s (seq 384). With CUDA both are random
-weights built from EXAONE-4 configurations (teacher: EXAONE-4.0-1.2B; student: the same vocabulary
-at half the width and depth), seq 2048, bf16. Every configuration trains the same samples through
-koraft's KDTrainer (trl's SFTTrainer, LoRA on the student, batch 4) in its own process:
+On a CPU the teacher is tiny-m and the student tiny-s (LoRA), on the shipped sample as the train
+stage renders it (`dvc repro raft base` first; `--synthetic` for random RAFT-shaped samples). Every
+configuration trains through koraft's own code (koraft.training.train.fit with the KDTrainer, batch
+8, max_length 512), in its own process so that peak memory is its own:
 
-- online: the teacher runs a forward pass on every batch;
-- offline k=20, k=100: the teacher's top-k log-probs are computed once (timed apart) and read back.
+- online: the teacher runs a forward pass on every batch (packed like the student's);
+- offline k=100: the teacher's top-k log-probs are computed once (timed apart) and read back.
 
-Tokens/s counts the student's real (non-padding) tokens over the training loop only. The cache
-size is measured on disk (safetensors) and given per 1,000 samples and per completion token.
+Each runs padded (`train.packing: false`) and packed (the default). Tokens/s counts the student's
+real tokens from the end of step 2 on. The cache size is measured on disk (safetensors).
 """
 
 from __future__ import annotations
@@ -25,111 +25,76 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import BATCH, EXAONE_4_1_2B, LORA, synthetic_samples, timed_train  # noqa: E402
-
-STUDENT_OF_1_2B = {**EXAONE_4_1_2B, "hidden_size": 1024, "intermediate_size": 2048, "num_hidden_layers": 15,
-                   "num_attention_heads": 16, "num_key_value_heads": 4}
+from train_throughput import BATCH, ROOT, load, measure, shipped_samples, synthetic_samples  # noqa: E402
 
 
-def build_pair(folder: Path):
-    """(teacher, student, tokenizer, vocabulary) on the benchmark's device."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Exaone4Config
-
-    from koraft.models.tiny import build_tiny_model, build_tokenizer
-
-    if torch.cuda.is_available():
-        models = []
-        for name, config in (("teacher", EXAONE_4_1_2B), ("student", STUDENT_OF_1_2B)):
-            torch.manual_seed(0)
-            AutoModelForCausalLM.from_config(Exaone4Config(**config), dtype=torch.bfloat16).save_pretrained(
-                folder / name)
-            models.append(AutoModelForCausalLM.from_pretrained(folder / name, dtype=torch.bfloat16,
-                                                               device_map={"": 0}))
-        # Samples are token ids already: any tokenizer with a pad token will do for the collator.
-        return models[0], models[1], build_tokenizer(), EXAONE_4_1_2B["vocab_size"]
-    for name in ("tiny-m", "tiny-s"):
-        build_tiny_model(name, folder / name)
-    teacher, student = (AutoModelForCausalLM.from_pretrained(folder / name) for name in ("tiny-m", "tiny-s"))
-    tokenizer = AutoTokenizer.from_pretrained(folder / "tiny-s")
-    return teacher, student, tokenizer, len(tokenizer)
-
-
-def run_one(mode: str, top_k: int, steps: int, max_length: int) -> dict:
-    import torch
-    from datasets import Dataset
-    from peft import LoraConfig
-
-    from koraft.core.measure import peak_memory_mib
+def run_one(mode: str, recipe: str, steps: int, synthetic: bool) -> dict:
+    from koraft.models.tiny import build_tiny_model
     from koraft.training.distill import with_cache_rows
     from koraft.training.distill_loss import KDSettings
     from koraft.training.distill_trainer import KDTrainer
     from koraft.training.teacher_cache import save_top_k, teacher_top_k
-    from koraft.training.train import sft_config
 
-    cuda = torch.cuda.is_available()
+    max_length, top_k = 512, 100
     with tempfile.TemporaryDirectory() as scratch:
-        teacher, student, tokenizer, vocabulary = build_pair(Path(scratch))
-        samples = synthetic_samples(steps * BATCH, max_length, vocabulary, seed=0)
+        folders = {name: ROOT / "models/base" / name for name in ("tiny-m", "tiny-s")}
+        if synthetic or not all(folder.exists() for folder in folders.values()):
+            for name in folders:
+                folders[name] = Path(scratch) / name
+                build_tiny_model(name, folders[name])
+        teacher, _ = load(folders["tiny-m"], "tiny", "lora", "float32")
+        student, tokenizer = load(folders["tiny-s"], "tiny", "lora", "float32")
+        vocabulary = len(tokenizer)
+        samples = synthetic_samples(steps * BATCH, max_length, vocabulary, 0) if synthetic \
+            else shipped_samples(tokenizer, max_length)[:steps * BATCH * 2]
         settings = KDSettings(alpha=0.5, divergence="forward_kl", temperature=1.0)
-        kwargs: dict = {"teacher": teacher}
-        cache = {}
+        kwargs: dict = {"kd": settings, "vocabulary": vocabulary}
+        cache, same_batches = {}, ()
         if mode == "offline":
             started = time.perf_counter()
-            top = teacher_top_k(teacher, samples, top_k, settings.temperature, vocabulary, batch_size=BATCH)
+            top = teacher_top_k(teacher.eval(), samples, top_k, settings.temperature, vocabulary, batch_size=BATCH)
             cache["build_s"] = round(time.perf_counter() - started, 2)
             save_top_k(Path(scratch) / "train.safetensors", top)
             size = (Path(scratch) / "train.safetensors").stat().st_size
-            tokens = int(top.offsets[-1])
-            cache.update(bytes_per_1000_samples=round(size / len(samples) * 1000),
-                         bytes_per_token=round(size / tokens, 1), completion_tokens_per_sample=tokens / len(samples))
-            del teacher
-            if cuda:
-                torch.cuda.empty_cache()
+            cache.update(bytes_per_token=round(size / int(top.offsets[-1]), 1))
             samples = with_cache_rows(samples, top, 0)
-            kwargs = {"top_k": top}
-        args = {"max_steps": steps, "per_device_train_batch_size": BATCH, "learning_rate": 1.0e-4,
-                "logging_steps": 1, "seed": 0, "max_length": max_length, "disable_tqdm": True,
-                "gradient_checkpointing": cuda}
-        config = sft_config(args, Path(scratch) / "out", has_eval=False, early_stopping=False)
-        config.save_strategy = "no"
-        trainer = KDTrainer(model=student, args=config, train_dataset=Dataset.from_list(samples),
-                            processing_class=tokenizer, kd=settings, vocabulary=vocabulary,
-                            peft_config=LoraConfig(**LORA), **kwargs)
-        seconds, tokens = timed_train(trainer)
-    return {"mode": mode if mode == "online" else f"offline k={top_k}", "seconds": round(seconds, 2),
-            "tokens_per_s": round(tokens / seconds, 1), "peak_mib": peak_memory_mib(), **cache,
-            "device": torch.cuda.get_device_name(0) if cuda else "cpu"}
+            kwargs["top_k"] = top
+        else:
+            kwargs["teacher"] = teacher.eval().requires_grad_(False)
+            same_batches = (teacher,)
+        row = measure(student, tokenizer, samples, recipe, "lora", max_length, steps, Path(scratch),
+                      trainer_class=KDTrainer, trainer_kwargs=kwargs, same_batches=same_batches)
+    return {**row, "mode": mode if mode == "online" else f"offline k={top_k}", **cache}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--seq", type=int, default=None, help="max_length (default 2048 on CUDA, 384 on CPU)")
-    parser.add_argument("--one", nargs=2, metavar=("MODE", "K"), help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--synthetic", action="store_true", help="random RAFT-shaped samples, not the shipped sample")
+    parser.add_argument("--one", nargs=2, metavar=("MODE", "RECIPE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    import torch
-
-    seq = args.seq or (2048 if torch.cuda.is_available() else 384)
     if args.one:
-        print(json.dumps(run_one(args.one[0], int(args.one[1]), args.steps, seq)))
+        print(json.dumps(run_one(*args.one, args.steps, args.synthetic)))
         return
     results = []
-    for mode, k in (("online", 0), ("offline", 20), ("offline", 100)):
-        command = [sys.executable, __file__, "--steps", str(args.steps), "--seq", str(seq), "--one", mode, str(k)]
-        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-        results.append(json.loads(output.strip().splitlines()[-1]))
-    print(f"seq {seq}, batch {BATCH}, {args.steps} steps, LoRA student, on {results[0]['device']}")
-    print(f"{'teacher':14} {'student tok/s':>13} {'peak MiB':>9} {'cache build s':>13} {'cache/1k samples':>16} "
-          f"{'B/token':>8}")
+    for mode in ("online", "offline"):
+        for recipe in ("padded", "packed"):
+            command = [sys.executable, __file__, "--steps", str(args.steps), "--one", mode, recipe]
+            command += ["--synthetic"] if args.synthetic else []
+            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+            results.append(json.loads(output.strip().splitlines()[-1]))
+    data = "synthetic samples" if args.synthetic else "the shipped sample"
+    print(f"tiny-m -> tiny-s (LoRA) on {data}, max_length 512, batch {BATCH}, {args.steps} steps on "
+          f"{results[0]['device']}")
+    print(f"{'teacher':14} {'recipe':7} {'student tok/s':>13} {'peak MiB':>9} {'cache build s':>13} {'B/token':>8}")
     for row in results:
-        size = f"{row['bytes_per_1000_samples'] / 2**20:.2f} MiB" if "bytes_per_1000_samples" in row else "-"
-        print(f"{row['mode']:14} {row['tokens_per_s']:>13} {row['peak_mib']:>9} {row.get('build_s', '-'):>13} "
-              f"{size:>16} {row.get('bytes_per_token', '-'):>8}")
-    online = results[0]["tokens_per_s"]
-    for row in results[1:]:
-        print(f"{row['mode']}: {row['tokens_per_s'] / online:.2f}x the online student tokens/s "
-              f"({row['completion_tokens_per_sample']:.1f} completion tokens per sample)")
+        print(f"{row['mode']:14} {row['recipe']:7} {row['tokens_per_s']:>13} {row['peak_mib']:>9} "
+              f"{row.get('build_s', '-'):>13} {row.get('bytes_per_token', '-'):>8}")
+    for mode in dict.fromkeys(row["mode"] for row in results):
+        padded, packed = (next(r for r in results if r["mode"] == mode and r["recipe"] == recipe)
+                          for recipe in ("padded", "packed"))
+        print(f"{mode}: packed / padded student tokens/s = {packed['tokens_per_s'] / padded['tokens_per_s']:.2f}x, "
+              f"peak memory {packed['peak_mib'] / padded['peak_mib']:.2f}x")
 
 
 if __name__ == "__main__":

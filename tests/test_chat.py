@@ -10,7 +10,7 @@ from transformers import AutoTokenizer
 
 from koraft.core.errors import KoraftError, ParamError
 from koraft.models.chat import render_prompt, render_target
-from koraft.models.loading import check_target_modules, load_tokenizer
+from koraft.models.loading import attention_implementation, check_target_modules, load_model, load_tokenizer
 from koraft.models.presets import FAMILIES, resolve_model
 from koraft.models.samples import SampleTokenizer, build_samples
 from koraft.training.train import lora_settings
@@ -39,7 +39,8 @@ def test_gemma2_folds_the_system_prompt_into_the_first_user_turn(folders):
     prompt = render_prompt(tokenizer, resolved.family, SYSTEM, RECORD)
     assert prompt == f"<bos><start_of_turn>user\n{SYSTEM}\n\n{USER}<end_of_turn>\n<start_of_turn>model\n"
     assert render_target(tokenizer, resolved.family, RECORD) == "한결시<end_of_turn>"
-    assert resolved.family.attn_implementation == "eager"
+    assert attention_implementation(resolved) == "eager"  # on a CPU: soft-capped attention, no flash kernel
+    assert load_model(resolved).config._attn_implementation == "eager"
 
 
 def test_llama3_date_is_pinned_and_pad_is_not_eos(folders):
@@ -120,3 +121,18 @@ def test_a_tokenizer_without_chat_template_is_refused(folders, tmp_path):
     tokenizer.chat_template = None
     with pytest.raises(KoraftError, match="has no chat template"):
         render_prompt(tokenizer, FAMILIES["qwen2"], SYSTEM, RECORD)
+
+
+def test_attention_implementation_is_a_param_with_family_defaults(folders):
+    llama = resolve_model({"name": str(folders["llama3"]), "family": "llama3"})
+    assert attention_implementation(llama) == "sdpa"
+    eager = resolve_model({"name": str(folders["llama3"]), "family": "llama3", "attn_implementation": "eager"})
+    assert load_model(eager).config._attn_implementation == "eager"
+    with pytest.raises(ParamError, match=r"model.attn_implementation: .*sdpa cannot"):
+        resolve_model({"name": str(folders["gemma2"]), "family": "gemma2", "attn_implementation": "sdpa"})
+    with pytest.raises(ParamError, match=r"distill.student.attn_implementation: must be one of auto, sdpa"):
+        resolve_model({"preset": "tiny-s", "attn_implementation": "fast"}, key="distill.student")
+    flash = resolve_model({"name": str(folders["gemma2"]), "family": "gemma2",
+                           "attn_implementation": "flash_attention_2"})
+    with pytest.raises(ParamError, match=r"model.attn_implementation: flash_attention_2 needs a CUDA GPU"):
+        load_model(flash)  # this machine has no GPU: one line before any weight loads

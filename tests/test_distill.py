@@ -254,3 +254,49 @@ def test_bad_distill_params_are_one_line(change, message, params, raft_rows, tea
     with pytest.raises((KoraftError, ParamError)) as error:
         distill(raft_rows["train"][:2], [], settings, where(tmp_path, teacher_adapter, tiny_models))
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("mode", ["offline", "online"])
+def test_packed_batch_gives_the_distillation_loss_of_the_padded_batch(mode, tiny_samples, tiny_models, tmp_path):
+    """The same 8 samples as one padded batch and as one padding-free batch of bins: equal KD loss (the
+    teacher rows follow the tokens through packing; the online teacher runs packed too)."""
+    from koraft.training.packing import (
+        pack,
+        packing_plan,
+        padding_free_collator,
+        restore_attention,
+        use_packed_attention,
+    )
+
+    tokenizer, samples = tiny_samples
+    student = AutoModelForCausalLM.from_pretrained(tiny_models / "tiny-s")
+    teacher = AutoModelForCausalLM.from_pretrained(tiny_models / "tiny-m")
+    settings = KDSettings(alpha=0.3, divergence="forward_kl", temperature=2.0)
+    vocabulary = len(tokenizer)
+    kwargs = {"kd": settings, "vocabulary": vocabulary}
+    if mode == "offline":
+        top = teacher_top_k(teacher, samples, 20, settings.temperature, vocabulary, batch_size=8)
+        samples = with_cache_rows(samples, top, 0)
+        kwargs.update(top_k=top)
+    else:
+        kwargs.update(teacher=teacher)
+    config = sft_config({"max_length": 768, "per_device_train_batch_size": 8, "seed": 0}, tmp_path / mode,
+                        has_eval=False, early_stopping=False)
+    padded = KDTrainer(model=student, args=config, train_dataset=Dataset.from_list(samples),
+                       processing_class=tokenizer, **kwargs)
+    bins = pack(samples, 768)
+    assert len(bins) < len(samples)
+    packed = KDTrainer(model=student, args=config, train_dataset=bins, processing_class=tokenizer,
+                       data_collator=padding_free_collator(tokenizer.pad_token_id), **kwargs)
+    losses = []
+    for a_trainer, flat in ((padded, False), (packed, True)):
+        batch = a_trainer._prepare_inputs(first_batch(a_trainer))
+        assert ("position_ids" in batch) == flat and (batch["input_ids"].shape[0] == 1) == flat
+        models = [student] + ([teacher] if mode == "online" else [])
+        plans = [packing_plan(model, flat, 768) for model in models]
+        for model, plan in zip(models, plans, strict=True):
+            use_packed_attention(model, plan)
+        losses.append(loss_on(a_trainer, batch))
+        for model, plan in zip(models, plans, strict=True):
+            restore_attention(model, plan)
+    assert losses[0] == pytest.approx(losses[1], abs=1e-5)

@@ -107,7 +107,7 @@ def test_every_preset_has_a_family_and_resolves():
         params = {"preset": name, "trust_remote_code": FAMILIES[preset.family].needs_remote_code}
         resolved = resolve_model(params)
         assert resolved.source == (preset.hub_id or f"models/base/{name}")
-    assert FAMILIES["gemma2"].attn_implementation == "eager" and not FAMILIES["gemma2"].supports_system_role
+    assert FAMILIES["gemma2"].soft_caps_attention and not FAMILIES["gemma2"].supports_system_role
     assert FAMILIES["llama3"].pad_token and FAMILIES["llama3"].pad_token != "<|eot_id|>"
 
 

@@ -42,6 +42,9 @@ def test_training_saves_a_loadable_adapter_that_lowers_the_loss(method, params, 
     assert metrics["steps"] == 12 and metrics["model"]["method"] == method
     assert 0 < metrics["parameters"]["trainable_share"] < 0.5 and metrics["cost"]["adapter_bytes"] > 0
     assert metrics["loss"]["eval_best"] is not None and metrics["cost"]["tokens_per_s"] > 0
+    packing = metrics["packing"]  # on by default: tiny-s runs sdpa, which packs exactly
+    assert packing["enabled"] and packing["attention"] == "sdpa" and packing["fallback_reason"] is None
+    assert packing["samples"] == len(rows) and 0 < packing["bins"] <= len(rows) and 0 < packing["bin_fill"] <= 1
 
     tokenizer = AutoTokenizer.from_pretrained(where.adapter)
     base = AutoModelForCausalLM.from_pretrained(tiny_models / "tiny-s")
@@ -171,6 +174,11 @@ def test_bad_params_fail_in_one_line_before_training(change, expected, params, r
     (lambda m, t: t["lora"].update(lora_dropout=1.5), r"train.lora.lora_dropout: must be in \[0, 0.999\]"),
     (lambda m, t: t.update(method="qlora", quantization={"bnb_4bit_quant_type": "fp5"}),
      "train.quantization.bnb_4bit_quant_type: must be one of nf4, fp4, got 'fp5'"),
+    (lambda m, t: t.update(packing="yes"), "train.packing: must be true or false, got 'yes'"),
+    (lambda m, t: t["args"].update(padding_free=True), r"train.args: \['padding_free'\] are set by koraft"),
+    (lambda m, t: t["args"].update(use_liger_kernel=True), "train.args.use_liger_kernel: needs the liger-kernel "
+                                                           "package and a CUDA GPU"),
+    (lambda m, t: m.update(attn_implementation="flash"), "model.attn_implementation: must be one of auto, sdpa"),
 ])
 def test_new_user_mistakes_fail_in_one_line_before_any_model_loads(change, expected, params, raft_rows, tiny_models,
                                                                     tmp_path, monkeypatch):

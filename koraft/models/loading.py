@@ -13,6 +13,7 @@ from koraft.models.chat import end_of_turn
 from koraft.models.presets import ResolvedModel
 
 DTYPES = ("float32", "bfloat16", "float16")
+MODEL_KEYS = {"train": "model", "distill": "distill.student"}  # the params section of the model a stage loads
 
 
 def torch_dtype(name: str, key: str):
@@ -117,6 +118,28 @@ def sharded_quantization(quantization: dict[str, Any], dtype: str, key: str) -> 
     return {**quantization, "bnb_4bit_quant_storage": dtype, "bnb_4bit_compute_dtype": dtype}
 
 
+def attention_implementation(resolved: ResolvedModel, key: str = "model") -> str:
+    """The attention kernel to load with: the param, or for `auto` the family's fastest exact one here.
+
+    Gemma-2 soft-caps its attention logits: flash-attention 2 and flex attention do that in the kernel,
+    sdpa cannot, so eager (which materializes every attention matrix) is only the fallback without a GPU.
+    """
+    import importlib.util
+
+    import torch
+
+    wanted, cuda = resolved.attn_implementation, torch.cuda.is_available()
+    has_flash = cuda and importlib.util.find_spec("flash_attn") is not None
+    if wanted == "auto":
+        if not resolved.family.soft_caps_attention:
+            return "sdpa"
+        return "flash_attention_2" if has_flash else "flex_attention" if cuda else "eager"
+    if wanted == "flash_attention_2" and not has_flash:
+        raise ParamError(f"{key}.attn_implementation", "flash_attention_2 needs a CUDA GPU and the flash-attn "
+                                                      "package (pip install flash-attn); use auto")
+    return wanted
+
+
 def load_model(resolved: ResolvedModel, quantization: dict[str, Any] | None = None, dtype: str | None = None,
                key: str = "train"):
     """from_pretrained with the family's attention and the preset's dtype; 4-bit when `quantization` is given."""
@@ -127,7 +150,7 @@ def load_model(resolved: ResolvedModel, quantization: dict[str, Any] | None = No
     kwargs: dict[str, Any] = {
         "revision": resolved.revision,
         "trust_remote_code": resolved.trust_remote_code,
-        "attn_implementation": resolved.family.attn_implementation,
+        "attn_implementation": attention_implementation(resolved, MODEL_KEYS.get(key, key)),
         "dtype": torch_dtype(dtype, "model.dtype"),
     }
     if quantization is not None:

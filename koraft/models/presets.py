@@ -21,7 +21,7 @@ class Family:
 
     name: str
     supports_system_role: bool = True  # Gemma-2: fold the system text into the first user turn
-    attn_implementation: str = "sdpa"  # Gemma-2: eager, for its attention-logit soft-capping
+    soft_caps_attention: bool = False  # Gemma-2: attention logits soft-capped, which sdpa cannot do
     needs_remote_code: bool = False  # EXAONE-3: modeling code lives in the model repo
     target_modules: str | tuple[str, ...] = "all-linear"
     pad_token: str | None = None  # Llama-3 has none: a reserved token, never eos
@@ -34,7 +34,7 @@ FAMILIES = {
     "exaone4": Family("exaone4", template_kwargs={"enable_thinking": False}),
     "exaone3": Family("exaone3", needs_remote_code=True, eos_token="[|endofturn|]",
                       target_modules=("q_proj", "k_proj", "v_proj", "out_proj", "c_fc_0", "c_fc_1", "c_proj")),
-    "gemma2": Family("gemma2", supports_system_role=False, attn_implementation="eager",
+    "gemma2": Family("gemma2", supports_system_role=False, soft_caps_attention=True,
                      eos_token="<end_of_turn>"),  # the tokenizer's eos is <eos>; turns end earlier
     # The template writes today's date unless given one: pinned, or prompts (and caches) change daily.
     "llama3": Family("llama3", pad_token="<|finetune_right_pad_id|>", template_kwargs={"date_string": "26 Jul 2024"}),
@@ -65,6 +65,10 @@ PRESETS = {p.name: p for p in [
 ]}
 
 
+# transformers' attention implementations koraft offers; `auto` is the family's default (koraft.models.loading).
+ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "flash_attention_2", "flex_attention", "eager")
+
+
 @dataclass(frozen=True)
 class ResolvedModel:
     preset: str | None
@@ -73,6 +77,7 @@ class ResolvedModel:
     revision: str | None
     dtype: str
     trust_remote_code: bool
+    attn_implementation: str = "auto"
 
 
 def resolve_model(model: dict[str, Any], tiny_dir: str | Path = "models/base", key: str = "model") -> ResolvedModel:
@@ -99,10 +104,18 @@ def resolve_model(model: dict[str, Any], tiny_dir: str | Path = "models/base", k
     for name, value in (("revision", revision), ("dtype", dtype)):
         if value is not None and not isinstance(value, str):
             raise ParamError(f"{key}.{name}", f"must be a string, got {value!r}")
+    attention = model.get("attn_implementation", "auto")
+    if attention not in ATTN_IMPLEMENTATIONS:
+        raise ParamError(f"{key}.attn_implementation", f"must be one of {', '.join(ATTN_IMPLEMENTATIONS)}, "
+                                                      f"got {attention!r}")
+    if attention == "sdpa" and family.soft_caps_attention:
+        raise ParamError(f"{key}.attn_implementation", f"{family.name} soft-caps its attention logits, which sdpa "
+                                                      f"cannot do; use flash_attention_2, flex_attention or eager "
+                                                      f"(auto picks the fastest available)")
     if family.needs_remote_code and not trust:
         raise KoraftError(f"params.yaml: {key}.trust_remote_code: {source} runs modeling code from its repository; "
                           f"set it to true to allow that, and pin {key}.revision to a reviewed commit")
-    return ResolvedModel(preset_name if preset else None, family, source, revision, dtype, trust)
+    return ResolvedModel(preset_name if preset else None, family, source, revision, dtype, trust, attention)
 
 
 def ensure_available(resolved: ResolvedModel, key: str = "model") -> None:

@@ -168,8 +168,16 @@ def read_cache(cache: Path, distill: dict[str, Any], settings: KDSettings, train
 
 
 def with_cache_rows(samples: list[dict[str, Any]], top: TopK, shift: int) -> list[dict[str, Any]]:
-    return [{**sample, "teacher_offset": int(top.offsets[i]) + shift,
-             "teacher_count": int(top.offsets[i + 1] - top.offsets[i])} for i, sample in enumerate(samples)]
+    """Each sample with its tokens' rows in the teacher table: row r for a completion token, -1 for the prompt."""
+    rows = []
+    for index, sample in enumerate(samples):
+        first = sample["completion_mask"].index(1)  # the completion is the sample's suffix
+        start, end = int(top.offsets[index]) + shift, int(top.offsets[index + 1]) + shift
+        if end - start != len(sample["input_ids"]) - first:
+            raise KoraftError(f"distill: sample {index} has {len(sample['input_ids']) - first} completion tokens, "
+                              f"the teacher cache {end - start}; rerun `dvc repro teacher`")
+        rows.append({**sample, "teacher_rows": [-1] * first + list(range(start, end))})
+    return rows
 
 
 def concatenated(train: TopK, val: TopK) -> TopK:
@@ -248,7 +256,8 @@ def distill(train_rows: list[dict], val_rows: list[dict], distill_params: dict[s
     before = agreement(student, val_set.samples, val_top, vocabulary, batch_size)
     fitted = fit(student, student_tokenizer, peft, train_samples, val_samples, distill_params, paths.student,
                  [distill_params, teacher_identity, train_set.manifest, val_set.manifest], key="distill",
-                 callbacks=callbacks, trainer_class=KDTrainer, trainer_kwargs=trainer_kwargs)
+                 callbacks=callbacks, trainer_class=KDTrainer, trainer_kwargs=trainer_kwargs,
+                 same_batches=(trainer_kwargs["teacher"],) if mode == "online" else ())
     after = agreement(fitted.trainer.model, val_set.samples, val_top, vocabulary, batch_size)  # every rank: FSDP
     if not is_main_process():
         return None

@@ -43,6 +43,10 @@ class TeacherDistribution:
         return TeacherDistribution(*(None if t is None else t.to(device)
                                      for t in (self.log_probs, self.token_ids, self.tail)))
 
+    def rows(self, rows: slice) -> TeacherDistribution:
+        return TeacherDistribution(*(None if t is None else t[rows]
+                                     for t in (self.log_probs, self.token_ids, self.tail)))
+
 
 def kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     """KL(P || Q) per row from log-probs, with 0 * log 0 = 0 and gradients that stay finite."""
@@ -90,3 +94,38 @@ def token_losses(student_logits: torch.Tensor, labels: torch.Tensor, teacher: Te
 def teacher_from_logits(logits: torch.Tensor, temperature: float, vocabulary: int) -> TeacherDistribution:
     """A full teacher distribution over the tokenizer's vocabulary (extra, padded logit rows dropped)."""
     return TeacherDistribution(F.log_softmax(logits[:, :vocabulary].float() / temperature, dim=-1))
+
+
+# Completion positions whose full-vocabulary float32 tensors (softmax, divergence terms) exist at once. Gemma-2's
+# 256k vocabulary makes one position's float32 row 1 MiB; a 4 x 2,048 batch with 25% completion tokens would
+# otherwise hold 2 GiB per tensor, several of them for the backward pass.
+LOSS_CHUNK_TOKENS = 1024
+
+
+def chunked_token_losses(student_logits: torch.Tensor, labels: torch.Tensor,
+                         teacher: TeacherDistribution | torch.Tensor, settings: KDSettings, vocabulary: int,
+                         chunk: int = LOSS_CHUNK_TOKENS) -> tuple[torch.Tensor, torch.Tensor]:
+    """token_losses, `chunk` positions at a time; `teacher` is a distribution, or the online teacher's raw logits
+    (softened chunk by chunk). Under autograd each chunk is checkpointed: its float32 intermediates are freed after
+    the forward and recomputed in the backward, so only one chunk's exist at a time. Same values as token_losses."""
+    from torch.utils.checkpoint import checkpoint
+
+    def chunk_losses(student: torch.Tensor, targets: torch.Tensor, start: int):
+        rows = slice(start, start + chunk)
+        part = teacher.rows(rows) if isinstance(teacher, TeacherDistribution) else \
+            teacher_from_logits(teacher[rows], settings.temperature, vocabulary)
+        return token_losses(student, targets, part, settings, vocabulary)
+
+    ce_parts, kd_parts = [], []
+    for start in range(0, labels.numel(), chunk):
+        student, targets = student_logits[start:start + chunk], labels[start:start + chunk]
+        if torch.is_grad_enabled() and student.requires_grad:
+            ce, kd = checkpoint(chunk_losses, student, targets, start, use_reentrant=False)
+        else:
+            ce, kd = chunk_losses(student, targets, start)
+        ce_parts.append(ce)
+        kd_parts.append(kd)
+    if not ce_parts:
+        empty = student_logits[:0].float().sum(-1)  # (0,), still in the graph: a batch without completion tokens
+        return empty, empty
+    return torch.cat(ce_parts), torch.cat(kd_parts)

@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
 from trl import SFTTrainer
 
 from koraft.core.errors import KoraftError
-from koraft.training.distill_loss import KDSettings, teacher_from_logits, token_losses
+from koraft.training.distill_loss import KDSettings, chunked_token_losses
+from koraft.training.packing import base_model
 from koraft.training.teacher_cache import TopK
 
 
 class KDTrainer(SFTTrainer):
     """SFTTrainer whose loss is alpha * CE + (1 - alpha) * T^2 * divergence to the teacher.
 
-    Everything else (PEFT/QLoRA set-up, collation with completion-only labels, checkpoints,
-    evaluation) is SFTTrainer's. The teacher is a model (online) or a TopK table (offline) whose
-    rows each batch finds through the samples' `teacher_offset` and `teacher_count` columns.
+    Everything else (PEFT/QLoRA set-up, collation with completion-only labels, packing, checkpoints,
+    evaluation) is SFTTrainer's. The teacher is a model (online) or a TopK table (offline) whose rows
+    each batch finds through the samples' `teacher_rows` column: for every token whose label is a
+    completion token, its row in the table; -1 elsewhere.
+
+    Logits are computed only at the positions that predict a completion token (`logits_to_keep`),
+    for the student and the online teacher: RAFT prompts are long and completions short, so the
+    full (batch, length, vocabulary) logits would be mostly thrown away.
     """
 
-    TEACHER_COLUMNS = ("teacher_offset", "teacher_count")
+    TEACHER_COLUMNS = ("teacher_rows",)
 
     def __init__(self, *args, kd: KDSettings, vocabulary: int, teacher=None, top_k: TopK | None = None,
                  covers_vocabulary: bool = False, **kwargs):
@@ -31,6 +38,9 @@ class KDTrainer(SFTTrainer):
             self.teacher = teacher.to(self.args.device)
         if top_k is not None:
             self.data_collator = TeacherRowsCollator(self.data_collator)
+        models = [self.model] + ([self.teacher] if teacher is not None else [])
+        self.keeps_logits = all("logits_to_keep" in inspect.signature(base_model(m).forward).parameters
+                                for m in models)  # remote modeling code may not take it
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
@@ -39,21 +49,24 @@ class KDTrainer(SFTTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
-        offsets, counts = inputs.pop("teacher_offset", None), inputs.pop("teacher_count", None)
+        rows = inputs.pop("teacher_rows", None)
         labels = inputs.pop("labels")
-        outputs = model(**inputs, use_cache=False)
         targets = labels[:, 1:]
         positions = targets != -100  # logits at position p predict the token at p + 1
-        student_logits = outputs.logits[:, :-1][positions]
+        kept = {}
+        if self.keeps_logits:  # only the columns where some row predicts a completion token
+            keep = positions.any(dim=0).nonzero().squeeze(1)
+            kept, selected = {"logits_to_keep": keep}, positions[:, keep]
+        outputs = model(**inputs, **kept, use_cache=False)
+        student_logits = outputs.logits[selected] if kept else outputs.logits[:, :-1][positions]
         if self.top_k is not None:
-            rows = self._cache_rows(offsets, counts, positions)
-            teacher = self.top_k.distribution(rows, self.covers_vocabulary).to(student_logits.device)
+            teacher = self.top_k.distribution(self._cache_rows(rows, positions), self.covers_vocabulary)
+            teacher = teacher.to(student_logits.device)
         else:
             with torch.no_grad():
-                teacher_logits = self.teacher(**inputs, use_cache=False).logits[:, :-1][positions]
-            teacher = teacher_from_logits(teacher_logits.to(student_logits.device), self.kd.temperature,
-                                          self.vocabulary)
-        ce, kd = token_losses(student_logits, targets[positions], teacher, self.kd, self.vocabulary)
+                logits = self.teacher(**inputs, **kept, use_cache=False).logits
+                teacher = (logits[selected] if kept else logits[:, :-1][positions]).to(student_logits.device)
+        ce, kd = chunked_token_losses(student_logits, targets[positions], teacher, self.kd, self.vocabulary)
         count = positions.sum() if num_items_in_batch is None else num_items_in_batch
         loss = (self.kd.alpha * ce + (1 - self.kd.alpha) * kd).sum() / torch.as_tensor(count).to(ce.device).clamp(min=1)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
@@ -64,23 +77,29 @@ class KDTrainer(SFTTrainer):
         return (loss, outputs) if return_outputs else loss
 
     @staticmethod
-    def _cache_rows(offsets: torch.Tensor, counts: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        found = positions.sum(dim=1).cpu()
-        if not torch.equal(found, counts.cpu()):
-            raise KoraftError(f"distill: batch has {found.tolist()} completion tokens per sample, the teacher cache "
-                              f"{counts.tolist()}; rerun `dvc repro teacher`")
-        return torch.cat([torch.arange(int(offset), int(offset) + int(count))
-                          for offset, count in zip(offsets.cpu(), counts.cpu(), strict=True)])
+    def _cache_rows(rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """The table rows of the batch's completion tokens, in the order the logits are taken."""
+        found = rows[:, 1:][positions].cpu()
+        if found.numel() != int((rows >= 0).sum()) or bool((found < 0).any()):
+            raise KoraftError("distill: the batch's completion tokens and its teacher-cache rows disagree; "
+                              "rerun `dvc repro teacher`")
+        return found
 
 
 class TeacherRowsCollator:
-    """trl's collator, plus each sample's rows in the teacher cache."""
+    """trl's collator, plus each token's row in the teacher cache, laid out as the collator lays out the tokens:
+    one flattened row when it is padding-free, else right-padded rows; -1 on padding."""
 
     def __init__(self, collator):
         self.collator = collator
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         batch = self.collator(examples)
-        for column in KDTrainer.TEACHER_COLUMNS:
-            batch[column] = torch.tensor([example[column] for example in examples])
+        rows = [torch.tensor(example["teacher_rows"]) for example in examples]
+        if getattr(self.collator, "padding_free", False):
+            rows = [torch.cat(rows)]
+        table = torch.full((len(rows), batch["input_ids"].shape[1]), -1, dtype=torch.long)
+        for index, row in enumerate(rows):
+            table[index, :len(row)] = row
+        batch["teacher_rows"] = table
         return batch

@@ -26,11 +26,20 @@ from koraft.models.manifest import check_system_prompt, write_manifest
 from koraft.models.presets import Family, ResolvedModel, ensure_available, resolve_model
 from koraft.models.samples import SampleSet, SampleTokenizer, build_samples
 from koraft.training.launch import check_launcher
+from koraft.training.packing import (
+    bin_report,
+    joint_plan,
+    pack,
+    packing_plan,
+    padding_free_collator,
+    restore_attention,
+    use_packed_attention,
+)
 
 METHODS = ("qlora", "lora", "full")
 # SFTConfig keys koraft sets itself: the data format, logging and checkpoint layout depend on them.
 RESERVED_ARGS = {"output_dir", "report_to", "completion_only_loss", "assistant_only_loss", "dataset_text_field",
-                 "packing", "load_best_model_at_end", "metric_for_best_model", "greater_is_better",
+                 "packing", "padding_free", "load_best_model_at_end", "metric_for_best_model", "greater_is_better",
                  "include_num_input_tokens_seen", "eval_strategy", "save_strategy", "use_cpu",
                  "resume_from_checkpoint", "push_to_hub", "hub_token"}
 
@@ -64,6 +73,8 @@ def check_train(train: dict[str, Any], key: str = "train") -> dict[str, Any]:
     reserved = sorted(RESERVED_ARGS & set(train["args"]))
     if reserved:
         raise ParamError(f"{key}.args", f"{reserved} are set by koraft itself")
+    if not isinstance(train.get("packing", True), bool):
+        raise ParamError(f"{key}.packing", f"must be true or false, got {train['packing']!r}")
     max_length = train["args"].get("max_length")
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 8:
         raise ParamError(f"{key}.args.max_length", f"must be an integer >= 8, got {max_length!r}")
@@ -85,6 +96,9 @@ def check_library_settings(train: dict[str, Any], key: str = "train") -> None:
     """Every SFTConfig, LoraConfig and BitsAndBytesConfig value checked (type, range) and each config built
     once, before any tokenizer or model is loaded: a bad value is one line naming its key, not a traceback
     after the model has loaded."""
+    import importlib.util
+
+    import torch
     from peft import LoraConfig
     from trl import SFTConfig
 
@@ -96,6 +110,10 @@ def check_library_settings(train: dict[str, Any], key: str = "train") -> None:
         for name, (low, high) in ranges.items():
             if values.get(name) is not None:
                 check_number(values, name, prefix, low, high, integer=isinstance(low, int) and isinstance(high, int))
+    if train["args"].get("use_liger_kernel") and (importlib.util.find_spec("liger_kernel") is None
+                                                   or not torch.cuda.is_available()):
+        raise ParamError(f"{key}.args.use_liger_kernel", "needs the liger-kernel package and a CUDA GPU (its kernels "
+                                                         "are Triton); pip install liger-kernel, or set it false")
     max_steps = train["args"].get("max_steps", -1)
     if max_steps == 0 or max_steps < -1:
         raise ParamError(f"{key}.args.max_steps", f"must be -1 (use num_train_epochs) or above 0, got {max_steps}")
@@ -148,8 +166,10 @@ def sft_config(args: dict[str, Any], output_dir: Path, has_eval: bool, early_sto
     }
     if "bf16" not in args:  # mixed precision where the hardware has it; fp32 on CPU
         settings["bf16"] = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if engine() == "fsdp" and args.get("gradient_checkpointing") and "gradient_checkpointing_kwargs" not in args:
-        settings["gradient_checkpointing_kwargs"] = {"use_reentrant": True}  # peft's FSDP(-QLoRA) recipe
+    if args.get("gradient_checkpointing") and "gradient_checkpointing_kwargs" not in args:
+        # Non-reentrant checkpointing (torch's recommended one; it works with frozen inputs and LoRA), except
+        # under FSDP, where peft's FSDP-QLoRA recipe uses the reentrant one.
+        settings["gradient_checkpointing_kwargs"] = {"use_reentrant": engine() == "fsdp"}
     try:
         return SFTConfig(**settings)
     except (TypeError, ValueError) as exc:
@@ -212,15 +232,18 @@ class Fitted:
     runtime: float  # seconds spent in trainer.train
     tokens: int  # non-padding input tokens seen by this run (not those before a resume)
     resumed_from: Path | None
+    packing: dict[str, Any]  # whether batches were packed (or why not), bins and their fill
 
 
 def fit(model, tokenizer, peft, train_samples: list[dict], val_samples: list[dict], section: dict[str, Any],
         paths: TrainPaths, fingerprint_inputs: list[Any], key: str = "train", callbacks: list | None = None,
-        trainer_class=None, trainer_kwargs: dict[str, Any] | None = None) -> Fitted:
+        trainer_class=None, trainer_kwargs: dict[str, Any] | None = None, same_batches: tuple = ()) -> Fitted:
     """Train with `trainer_class` (SFTTrainer by default), resuming a matching checkpoint; save and plot.
 
     Every process calls it (saving is collective under FSDP and ZeRO-3); only rank 0 writes. The
-    caller removes paths.checkpoints once it has summarised the run.
+    caller removes paths.checkpoints once it has summarised the run. `same_batches`: other models that
+    run on the trainer's batches (distillation's online teacher); batches are packed only if every
+    model keeps packed samples apart.
     """
     import torch
     from datasets import Dataset
@@ -238,11 +261,26 @@ def fit(model, tokenizer, peft, train_samples: list[dict], val_samples: list[dic
     extra = list(callbacks or [])
     if has_eval and patience > 0:
         extra.append(EarlyStoppingCallback(early_stopping_patience=patience))
+    max_length = section["args"]["max_length"]
+    plans = [packing_plan(one, section.get("packing", True), max_length) for one in (model, *same_batches)]
+    plan = joint_plan(plans)
+    if plan.enabled:
+        train_data = pack(train_samples, max_length)
+        eval_data = pack(val_samples, max_length) if has_eval else None
+        collator = padding_free_collator(tokenizer.pad_token_id)
+        for one, one_plan in zip((model, *same_batches), plans, strict=True):
+            use_packed_attention(one, one_plan)
+        packing = plan.report(*bin_report(train_data, max_length))
+    else:
+        train_data = Dataset.from_list(train_samples)
+        eval_data = Dataset.from_list(val_samples) if has_eval else None
+        collator, packing = None, plan.report()
     trainer = (trainer_class or SFTTrainer)(
         model=model,
         args=config,
-        train_dataset=Dataset.from_list(train_samples),
-        eval_dataset=Dataset.from_list(val_samples) if has_eval else None,
+        train_dataset=train_data,
+        eval_dataset=eval_data,
+        data_collator=collator,
         processing_class=tokenizer,
         peft_config=peft,
         callbacks=extra,
@@ -257,6 +295,8 @@ def fit(model, tokenizer, peft, train_samples: list[dict], val_samples: list[dic
         tokens_before = json.loads((resume_from / "trainer_state.json").read_text())["num_input_tokens_seen"]
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     runtime = time.perf_counter() - started
+    for one, one_plan in zip((trainer.model, *same_batches), plans, strict=True):
+        restore_attention(one, one_plan)  # later forwards (agreement, callers) see padded batches
 
     if is_main_process() and paths.adapter.exists():
         shutil.rmtree(paths.adapter)
@@ -268,7 +308,8 @@ def fit(model, tokenizer, peft, train_samples: list[dict], val_samples: list[dic
         if peft is not None:
             sort_target_modules(paths.adapter / "adapter_config.json")
         write_curves(trainer.state.log_history, paths.plots)
-    return Fitted(trainer, result, runtime, trainer.state.num_input_tokens_seen - tokens_before, resume_from)
+    return Fitted(trainer, result, runtime, trainer.state.num_input_tokens_seen - tokens_before, resume_from,
+                  packing)
 
 
 def train(train_rows: list[dict], val_rows: list[dict], model: dict[str, Any], train_params: dict[str, Any],
@@ -365,6 +406,7 @@ def summarise(fitted: Fitted, resolved: ResolvedModel, method: str, train_set: S
         "epochs": round(trainer.state.epoch or 0.0, 3),
         "parameters": {"trainable": trainable, "total": total, "trainable_share": round(trainable / total, 6)},
         "samples": {"train": train_set.report(), "val": val_set.report()},
+        "packing": fitted.packing,
         "prompts_sha256": manifest["prompts_sha256"],
         "cost": {
             "train_runtime_s": round(runtime, 2),
