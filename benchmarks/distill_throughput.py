@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from transformers import AutoTokenizer
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_throughput import BATCH, ROOT, load, measure, shipped_samples, synthetic_samples  # noqa: E402
 
@@ -42,8 +44,8 @@ def run_one(mode: str, recipe: str, steps: int, synthetic: bool) -> dict:
             for name in folders:
                 folders[name] = Path(scratch) / name
                 build_tiny_model(name, folders[name])
-        teacher, _ = load(folders["tiny-m"], "tiny", "lora", "float32")
-        student, tokenizer = load(folders["tiny-s"], "tiny", "lora", "float32")
+        teacher, student = (load(folders[name], "tiny", "lora") for name in ("tiny-m", "tiny-s"))
+        tokenizer = AutoTokenizer.from_pretrained(folders["tiny-s"])
         vocabulary = len(tokenizer)
         samples = synthetic_samples(steps * BATCH, max_length, vocabulary, 0) if synthetic \
             else shipped_samples(tokenizer, max_length)[:steps * BATCH * 2]

@@ -33,7 +33,7 @@ import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import EXAONE_4_1_2B, measure, synthetic_samples  # noqa: E402
+from train_throughput import EXAONE_4_1_2B, load, measure, synthetic_samples  # noqa: E402
 
 GEMMA_2_9B = {"vocab_size": 256000, "hidden_size": 3584, "intermediate_size": 14336, "num_hidden_layers": 42,
               "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 256, "query_pre_attn_scalar": 256,
@@ -68,18 +68,6 @@ def build(kind: str, folder: Path, smoke: bool, vocab: int) -> Path:
     return folder
 
 
-def load(folder: Path, family: str, method: str, attention: str):
-    import torch
-
-    from koraft.models.loading import load_model
-    from koraft.models.presets import resolve_model
-
-    dtype = "bfloat16" if torch.cuda.is_available() else "float32"
-    resolved = resolve_model({"name": str(folder), "family": family, "dtype": dtype,
-                              "attn_implementation": attention})
-    return load_model(resolved, {"bnb_4bit_compute_dtype": dtype} if method == "qlora" else None)
-
-
 def flops_per_token(config, samples: list[dict]) -> float:
     """PaLM's model FLOPs per token: 6 N (matmul parameters, the LM head included) + the attention term."""
     text = config.get_text_config()
@@ -102,6 +90,8 @@ def peak_tflops(given: float | None) -> float | None:
 
 def run(label: str, folder: Path, family: str, method: str, recipe: str, attention: str, length: int, steps: int,
         samples: list[dict], peak: float | None, extra_args: dict | None = None) -> None:
+    import torch
+
     from koraft.models.tiny import build_tokenizer
 
     try:
@@ -122,8 +112,6 @@ def run(label: str, folder: Path, family: str, method: str, recipe: str, attenti
     finally:
         model = None
         gc.collect()
-        import torch
-
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 

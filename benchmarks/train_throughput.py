@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from transformers import TrainerCallback
+from transformers import AutoTokenizer, TrainerCallback
 
 ROOT = Path(__file__).resolve().parents[1]
 # EXAONE-4.0-1.2B as published on its model card (1.28B parameters, all layers global attention).
@@ -95,15 +95,17 @@ class StepClock(TrainerCallback):
         return (total - seen) / (end - start)
 
 
-def load(folder: Path, family: str, method: str, dtype: str, attention: str = "auto"):
-    """The model and tokenizer as the train stage loads them (koraft.models.loading)."""
-    from koraft.models.loading import load_model, load_tokenizer
+def load(folder: Path, family: str, method: str, attention: str = "auto"):
+    """The model as the train stage loads it (koraft.models.loading): bf16 on a GPU, float32 on a CPU."""
+    import torch
+
+    from koraft.models.loading import load_model
     from koraft.models.presets import resolve_model
 
+    dtype = "bfloat16" if torch.cuda.is_available() else "float32"
     resolved = resolve_model({"name": str(folder), "family": family, "dtype": dtype,
                               "attn_implementation": attention})
-    quantization = {"bnb_4bit_compute_dtype": dtype} if method == "qlora" else None
-    return load_model(resolved, quantization), load_tokenizer(resolved)
+    return load_model(resolved, {"bnb_4bit_compute_dtype": dtype} if method == "qlora" else None)
 
 
 def measure(model, tokenizer, samples: list[dict], recipe: str, method: str, max_length: int, steps: int,
@@ -122,7 +124,7 @@ def measure(model, tokenizer, samples: list[dict], recipe: str, method: str, max
             "gradient_checkpointing": cuda, **(extra_args or {})}
     if recipe == "plain":
         args["pad_to_multiple_of"] = max_length
-    section = {"args": args, "packing": recipe != "plain" and recipe != "padded", "early_stopping_patience": 0}
+    section = {"args": args, "packing": recipe == "packed", "early_stopping_patience": 0}
     paths = TrainPaths(adapter=scratch / "adapter", checkpoints=scratch / "checkpoints", plots=scratch / "plots",
                        tiny_models=scratch)
     clock = StepClock()
@@ -147,7 +149,7 @@ def run_one(method: str, recipe: str, steps: int, synthetic: bool) -> dict[str, 
         if synthetic or not folder.exists():
             folder = Path(scratch) / "tiny-m"
             build_tiny_model("tiny-m", folder)
-        model, tokenizer = load(folder, "tiny", method, "float32")
+        model, tokenizer = load(folder, "tiny", method), AutoTokenizer.from_pretrained(folder)
         samples = synthetic_samples(steps * BATCH, max_length, len(tokenizer), 0) if synthetic \
             else shipped_samples(tokenizer, max_length)
         row = measure(model, tokenizer, samples, recipe, method, max_length, steps, Path(scratch))
