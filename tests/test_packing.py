@@ -81,7 +81,9 @@ def packed(model, samples: list[dict], pad_token_id: int) -> tuple[dict[int, tor
 FAMILY_ATTENTION = [("llama3", "sdpa", {}), ("qwen2", "sdpa", {}), ("exaone4", "sdpa", {}),
                     ("gemma2", "eager", {}),  # soft-capped attention: sdpa refuses it (koraft and transformers)
                     ("gemma2", "eager", {"sliding_window": 8}),  # its sliding layers, windows inside samples
-                    ("exaone4", "eager", {})]
+                    ("exaone4", "eager", {}),
+                    # Gemma-2's GPU default without flash-attn; compiled by inductor here (about 35 s)
+                    pytest.param("gemma2", "flex_attention", {}, marks=pytest.mark.slow)]
 
 
 @pytest.mark.parametrize(("family", "attention", "overrides"), FAMILY_ATTENTION)
