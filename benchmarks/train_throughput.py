@@ -125,7 +125,7 @@ def measure(model, tokenizer, samples: list[dict], recipe: str, method: str, max
     if recipe == "plain":
         args["pad_to_multiple_of"] = max_length
     section = {"args": args, "packing": recipe == "packed", "early_stopping_patience": 0}
-    paths = TrainPaths(adapter=scratch / "adapter", checkpoints=scratch / "checkpoints", plots=scratch / "plots",
+    paths = TrainPaths(adapter=scratch / "adapter", checkpoints=scratch / "checkpoints", plots=None,
                        tiny_models=scratch)
     clock = StepClock()
     if cuda:

@@ -48,7 +48,7 @@ RESERVED_ARGS = {"output_dir", "report_to", "completion_only_loss", "assistant_o
 class TrainPaths:
     adapter: Path  # the PEFT adapter (or the full model for method: full)
     checkpoints: Path  # scratch space kept between interrupted runs, removed after success
-    plots: Path  # DVCLive loss curves
+    plots: Path | None  # DVCLive loss curves; None writes none (the benchmarks, which need no DVC)
     tiny_models: Path  # where the base stage builds the embedded tiny models
 
 
@@ -307,7 +307,8 @@ def fit(model, tokenizer, peft, train_samples: list[dict], val_samples: list[dic
     if is_main_process():
         if peft is not None:
             sort_target_modules(paths.adapter / "adapter_config.json")
-        write_curves(trainer.state.log_history, paths.plots)
+        if paths.plots is not None:
+            write_curves(trainer.state.log_history, paths.plots)
     return Fitted(trainer, result, runtime, trainer.state.num_input_tokens_seen - tokens_before, resume_from,
                   packing)
 
