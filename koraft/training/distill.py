@@ -33,6 +33,7 @@ from koraft.training.teacher_cache import (
     TopK,
     check_same_vocabulary,
     completion_logits,
+    completion_start,
     load_top_k,
     mass_in_top_k,
     save_top_k,
@@ -171,7 +172,7 @@ def with_cache_rows(samples: list[dict[str, Any]], top: TopK, shift: int) -> lis
     """Each sample with its tokens' rows in the teacher table: row r for a completion token, -1 for the prompt."""
     rows = []
     for index, sample in enumerate(samples):
-        first = sample["completion_mask"].index(1)  # the completion is the sample's suffix
+        first = completion_start(sample)
         start, end = int(top.offsets[index]) + shift, int(top.offsets[index + 1]) + shift
         if end - start != len(sample["input_ids"]) - first:
             raise KoraftError(f"distill: sample {index} has {len(sample['input_ids']) - first} completion tokens, "

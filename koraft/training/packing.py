@@ -107,7 +107,10 @@ def labelled(sample: dict[str, Any]) -> dict[str, Any]:
 
 
 def pack(samples: list[dict[str, Any]], max_length: int):
-    """trl's best-fit decreasing bins of at most max_length tokens; every list column packed alongside."""
+    """trl's best-fit decreasing bins of at most max_length tokens; every list column packed alongside.
+
+    Packed here rather than by SFTConfig(packing=True): trl's own packing keeps only input_ids and labels,
+    dropping distillation's per-token teacher rows, and forces its collator on the trainer."""
     from datasets import Dataset
     from trl import pack_dataset
 

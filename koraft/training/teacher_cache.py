@@ -45,6 +45,11 @@ def check_same_vocabulary(teacher, student, teacher_name: str, student_name: str
                               f"tokenization")
 
 
+def completion_start(sample: dict[str, Any]) -> int:
+    """Index of a sample's first completion token: the completion is the sample's suffix."""
+    return sample["completion_mask"].index(1)
+
+
 def completion_logits(model, samples: list[dict[str, Any]], batch_size: int) -> Iterator[tuple[int, torch.Tensor]]:
     """(sample index, logits at the positions that predict its completion tokens), in length-sorted batches."""
     device = next(model.parameters()).device
@@ -62,7 +67,7 @@ def completion_logits(model, samples: list[dict[str, Any]], batch_size: int) -> 
             logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
         for row, index in enumerate(batch):
             sample = samples[index]
-            first = sample["completion_mask"].index(1)  # the completion is the sample's suffix
+            first = completion_start(sample)
             yield index, logits[row, first - 1:len(sample["input_ids"]) - 1]
 
 

@@ -262,13 +262,14 @@ def fit(model, tokenizer, peft, train_samples: list[dict], val_samples: list[dic
     if has_eval and patience > 0:
         extra.append(EarlyStoppingCallback(early_stopping_patience=patience))
     max_length = section["args"]["max_length"]
-    plans = [packing_plan(one, section.get("packing", True), max_length) for one in (model, *same_batches)]
+    models = (model, *same_batches)
+    plans = [packing_plan(one, section.get("packing", True), max_length) for one in models]
     plan = joint_plan(plans)
     if plan.enabled:
         train_data = pack(train_samples, max_length)
         eval_data = pack(val_samples, max_length) if has_eval else None
         collator = padding_free_collator(tokenizer.pad_token_id)
-        for one, one_plan in zip((model, *same_batches), plans, strict=True):
+        for one, one_plan in zip(models, plans, strict=True):
             use_packed_attention(one, one_plan)
         packing = plan.report(*bin_report(train_data, max_length))
     else:
@@ -295,7 +296,7 @@ def fit(model, tokenizer, peft, train_samples: list[dict], val_samples: list[dic
         tokens_before = json.loads((resume_from / "trainer_state.json").read_text())["num_input_tokens_seen"]
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     runtime = time.perf_counter() - started
-    for one, one_plan in zip((trainer.model, *same_batches), plans, strict=True):
+    for one, one_plan in zip(models, plans, strict=True):  # PEFT and FSDP wrap these same modules
         restore_attention(one, one_plan)  # later forwards (agreement, callers) see padded batches
 
     if is_main_process() and paths.adapter.exists():
