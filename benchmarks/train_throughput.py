@@ -8,10 +8,16 @@ RAFT-shaped token samples instead). Every configuration goes through koraft's ow
 (koraft.training.train.fit: trl's SFTTrainer, the model loaded as the stage loads it), batch 8 of
 max_length 512, in its own process so that peak memory (max RSS) is its own:
 
-- plain: every batch padded to max_length (what the seed notebooks do: padding="max_length");
-- padded: every batch padded to its longest sample (`train.packing: false`);
+- plain: trl's SFTTrainer as it comes, every batch padded to max_length (what the seed notebooks do:
+  padding="max_length");
+- trl: trl's SFTTrainer as it comes, every batch padded to its longest sample;
+- padded: koraft's trainer, padded to the longest sample (`train.packing: false`);
 - packed: koraft's default, samples best-fit into max_length bins, a batch flattened into one row
   (`train.packing: true`).
+
+koraft's trainer (koraft.training.completion) projects only the completion positions through the LM
+head where trl's fused head scores every position (any device but CUDA and XPU), so on a CPU
+trl -> padded is that saving and padded -> packed is packing's.
 
 Tokens/s counts real (non-padding) tokens, from the end of step 2 on (the first steps warm up).
 The packed and padded runs see the same samples in other batches, so their losses are close, not
@@ -45,7 +51,8 @@ EXAONE_4_1_2B = {
 }
 BATCH = 8
 LORA = {"r": 16, "lora_alpha": 32, "target_modules": "all-linear"}
-RECIPES = ("plain", "padded", "packed")
+RECIPES = ("plain", "trl", "padded", "packed")
+TRL_AS_IT_COMES = ("plain", "trl")
 
 
 def synthetic_samples(count: int, max_length: int, vocab_size: int, seed: int) -> list[dict]:
@@ -114,6 +121,7 @@ def measure(model, tokenizer, samples: list[dict], recipe: str, method: str, max
     """Train `steps` steps through koraft's fit; tokens/s after warm-up, peak memory, mean loss."""
     import torch
     from peft import LoraConfig
+    from trl import SFTTrainer
 
     from koraft.core.measure import peak_memory_mib
     from koraft.training.train import TrainPaths, fit
@@ -124,6 +132,8 @@ def measure(model, tokenizer, samples: list[dict], recipe: str, method: str, max
             "gradient_checkpointing": cuda, **(extra_args or {})}
     if recipe == "plain":
         args["pad_to_multiple_of"] = max_length
+    if recipe in TRL_AS_IT_COMES:
+        trainer_class = trainer_class or SFTTrainer
     section = {"args": args, "packing": recipe == "packed", "early_stopping_patience": 0}
     paths = TrainPaths(adapter=scratch / "adapter", checkpoints=scratch / "checkpoints", plots=None,
                        tiny_models=scratch)
@@ -181,7 +191,7 @@ def print_table(results: list[dict], baseline: str = "padded") -> None:
               f"{row['mean_loss']:>10.4f}  {note}")
     for method in dict.fromkeys(row["method"] for row in results):
         rows = {row["recipe"]: row for row in results if row["method"] == method}
-        for recipe in ("plain", baseline):
+        for recipe in ("plain", "trl", baseline):
             if recipe in rows and "packed" in rows and recipe != "packed":
                 print(f"{method}: packed / {recipe} tokens/s = "
                       f"{rows['packed']['tokens_per_s'] / rows[recipe]['tokens_per_s']:.2f}x, peak memory "

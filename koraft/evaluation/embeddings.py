@@ -140,9 +140,13 @@ class CosineSimilarity:
         return encoder_report(self.encoder, self.model.tokenizer, {})
 
     def score(self, predictions: Sequence[str], references: Sequence[str]) -> dict[str, np.ndarray]:
-        """Cosine per pair; an empty prediction scores 0 (as in BERTScore), not the similarity of [CLS] [SEP]."""
-        embed = lambda texts: self.model.encode(list(texts), batch_size=self.batch_size,  # noqa: E731
-                                                normalize_embeddings=True, convert_to_numpy=True)
-        similarity = (embed(predictions) * embed(references)).sum(axis=1).astype(np.float64)
+        """Cosine per pair; an empty prediction scores 0 (as in BERTScore), not the similarity of [CLS] [SEP].
+        Each distinct text is embedded once (bert-score dedupes the same way)."""
+        texts = sorted(set(predictions) | set(references))
+        vectors = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                    convert_to_numpy=True)
+        row = {text: index for index, text in enumerate(texts)}
+        similarity = (vectors[[row[text] for text in predictions]] * vectors[[row[text] for text in references]]
+                      ).sum(axis=1).astype(np.float64)
         similarity[[not prediction.strip() for prediction in predictions]] = 0.0
         return {"cosine": similarity}

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
 from trl import SFTTrainer
 
 from koraft.core.errors import KoraftError
+from koraft.training.completion import CompletionPositions, keeps_logits
 from koraft.training.distill_loss import KDSettings, chunked_token_losses
-from koraft.training.packing import base_model
 from koraft.training.teacher_cache import TopK
 
 
@@ -38,9 +37,7 @@ class KDTrainer(SFTTrainer):
             self.teacher = teacher.to(self.args.device)
         if top_k is not None:
             self.data_collator = TeacherRowsCollator(self.data_collator)
-        models = [self.model] + ([self.teacher] if teacher is not None else [])
-        self.keeps_logits = all("logits_to_keep" in inspect.signature(base_model(m).forward).parameters
-                                for m in models)  # remote modeling code may not take it
+        self.keeps_logits = keeps_logits(self.model, *([self.teacher] if teacher is not None else []))
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
@@ -50,24 +47,18 @@ class KDTrainer(SFTTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
         rows = inputs.pop("teacher_rows", None)
-        labels = inputs.pop("labels")
-        targets = labels[:, 1:]
-        positions = targets != -100  # logits at position p predict the token at p + 1
-        kept = {}
-        if self.keeps_logits:  # only the columns where some row predicts a completion token
-            keep = positions.any(dim=0).nonzero().squeeze(1)
-            kept, selected = {"logits_to_keep": keep}, positions[:, keep]
-        outputs = model(**inputs, **kept, use_cache=False)
-        student_logits = outputs.logits[selected] if kept else outputs.logits[:, :-1][positions]
+        where = CompletionPositions.of(inputs.pop("labels"), self.keeps_logits)
+        outputs = model(**inputs, **where.model_kwargs(), use_cache=False)
+        student_logits = where.take(outputs.logits)
         if self.top_k is not None:
-            teacher = self.top_k.distribution(self._cache_rows(rows, positions), self.covers_vocabulary)
+            teacher = self.top_k.distribution(self._cache_rows(rows, where.positions), self.covers_vocabulary)
             teacher = teacher.to(student_logits.device)
         else:
             with torch.no_grad():
-                logits = self.teacher(**inputs, **kept, use_cache=False).logits
-                teacher = (logits[selected] if kept else logits[:, :-1][positions]).to(student_logits.device)
-        ce, kd = chunked_token_losses(student_logits, targets[positions], teacher, self.kd, self.vocabulary)
-        count = positions.sum() if num_items_in_batch is None else num_items_in_batch
+                logits = self.teacher(**inputs, **where.model_kwargs(), use_cache=False).logits
+                teacher = where.take(logits).to(student_logits.device)
+        ce, kd = chunked_token_losses(student_logits, where.labels(), teacher, self.kd, self.vocabulary)
+        count = where.positions.sum() if num_items_in_batch is None else num_items_in_batch
         loss = (self.kd.alpha * ce + (1 - self.kd.alpha) * kd).sum() / torch.as_tensor(count).to(ce.device).clamp(min=1)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes  # as SFTTrainer: DDP averages the gradients

@@ -238,7 +238,7 @@ class Fitted:
 def fit(model, tokenizer, peft, train_samples: list[dict], val_samples: list[dict], section: dict[str, Any],
         paths: TrainPaths, fingerprint_inputs: list[Any], key: str = "train", callbacks: list | None = None,
         trainer_class=None, trainer_kwargs: dict[str, Any] | None = None, same_batches: tuple = ()) -> Fitted:
-    """Train with `trainer_class` (SFTTrainer by default), resuming a matching checkpoint; save and plot.
+    """Train with `trainer_class` (CompletionSFTTrainer by default), resuming a matching checkpoint; save and plot.
 
     Every process calls it (saving is collective under FSDP and ZeRO-3); only rank 0 writes. The
     caller removes paths.checkpoints once it has summarised the run. `same_batches`: other models that
@@ -248,7 +248,8 @@ def fit(model, tokenizer, peft, train_samples: list[dict], val_samples: list[dic
     import torch
     from datasets import Dataset
     from transformers import EarlyStoppingCallback
-    from trl import SFTTrainer
+
+    from koraft.training.completion import CompletionSFTTrainer
 
     start_process_group()
     patience = section.get("early_stopping_patience", 0)
@@ -276,7 +277,7 @@ def fit(model, tokenizer, peft, train_samples: list[dict], val_samples: list[dic
         train_data = Dataset.from_list(train_samples)
         eval_data = Dataset.from_list(val_samples) if has_eval else None
         collator, packing = None, plan.report()
-    trainer = (trainer_class or SFTTrainer)(
+    trainer = (trainer_class or CompletionSFTTrainer)(
         model=model,
         args=config,
         train_dataset=train_data,
