@@ -1,4 +1,4 @@
-"""Distillation throughput: packed vs padded student batches, online teacher vs the offline top-k cache.
+"""Distillation throughput: packed vs padded student batches and full logits, online teacher vs the offline cache.
 
     python benchmarks/distill_throughput.py [--steps 16] [--synthetic]
 
@@ -10,8 +10,11 @@ configuration trains through koraft's own code (koraft.training.train.fit with t
 - online: the teacher runs a forward pass on every batch (packed like the student's);
 - offline k=100: the teacher's top-k log-probs are computed once (timed apart) and read back.
 
-Each runs padded (`train.packing: false`) and packed (the default). Tokens/s counts the student's
-real tokens from the end of step 2 on. The cache size is measured on disk (safetensors).
+Each runs three ways: `all`, padded with student and teacher logits at every position, then the
+completion positions taken (a distillation loop as usually written, and koraft's own path for modeling
+code that has no `logits_to_keep`); `padded`, koraft's trainer with `train.packing: false` (logits at
+the completion positions only); `packed`, the default. Tokens/s counts the student's real tokens from
+the end of step 2 on. The cache size is measured on disk (safetensors).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from transformers import AutoTokenizer
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_throughput import BATCH, ROOT, load, measure, shipped_samples, synthetic_samples  # noqa: E402
 
+RECIPES = ("all", "padded", "packed")
+
 
 def run_one(mode: str, recipe: str, steps: int, synthetic: bool) -> dict:
     from koraft.models.tiny import build_tiny_model
@@ -36,6 +41,11 @@ def run_one(mode: str, recipe: str, steps: int, synthetic: bool) -> dict:
     from koraft.training.distill_loss import KDSettings
     from koraft.training.distill_trainer import KDTrainer
     from koraft.training.teacher_cache import save_top_k, teacher_top_k
+
+    class EveryPosition(KDTrainer):  # the `all` recipe: full logits, the completion positions taken after
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.keeps_logits = False
 
     max_length, top_k = 512, 100
     with tempfile.TemporaryDirectory() as scratch:
@@ -65,7 +75,8 @@ def run_one(mode: str, recipe: str, steps: int, synthetic: bool) -> dict:
             kwargs["teacher"] = teacher.eval().requires_grad_(False)
             same_batches = (teacher,)
         row = measure(student, tokenizer, samples, recipe, "lora", max_length, steps, Path(scratch),
-                      trainer_class=KDTrainer, trainer_kwargs=kwargs, same_batches=same_batches)
+                      trainer_class=EveryPosition if recipe == "all" else KDTrainer, trainer_kwargs=kwargs,
+                      same_batches=same_batches)
     return {**row, "mode": mode if mode == "online" else f"offline k={top_k}", **cache}
 
 
@@ -80,7 +91,7 @@ def main() -> None:
         return
     results = []
     for mode in ("online", "offline"):
-        for recipe in ("padded", "packed"):
+        for recipe in RECIPES:
             command = [sys.executable, __file__, "--steps", str(args.steps), "--one", mode, recipe]
             command += ["--synthetic"] if args.synthetic else []
             output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
@@ -88,15 +99,17 @@ def main() -> None:
     data = "synthetic samples" if args.synthetic else "the shipped sample"
     print(f"tiny-m -> tiny-s (LoRA) on {data}, max_length 512, batch {BATCH}, {args.steps} steps on "
           f"{results[0]['device']}")
-    print(f"{'teacher':14} {'recipe':7} {'student tok/s':>13} {'peak MiB':>9} {'cache build s':>13} {'B/token':>8}")
+    print(f"{'teacher':14} {'recipe':7} {'student tok/s':>13} {'peak MiB':>9} {'mean loss':>10} {'cache build s':>13} "
+          f"{'B/token':>8}")
     for row in results:
         print(f"{row['mode']:14} {row['recipe']:7} {row['tokens_per_s']:>13} {row['peak_mib']:>9} "
-              f"{row.get('build_s', '-'):>13} {row.get('bytes_per_token', '-'):>8}")
+              f"{row['mean_loss']:>10.4f} {row.get('build_s', '-'):>13} {row.get('bytes_per_token', '-'):>8}")
     for mode in dict.fromkeys(row["mode"] for row in results):
-        padded, packed = (next(r for r in results if r["mode"] == mode and r["recipe"] == recipe)
-                          for recipe in ("padded", "packed"))
-        print(f"{mode}: packed / padded student tokens/s = {packed['tokens_per_s'] / padded['tokens_per_s']:.2f}x, "
-              f"peak memory {packed['peak_mib'] / padded['peak_mib']:.2f}x")
+        rows = {row["recipe"]: row for row in results if row["mode"] == mode}
+        for baseline in ("all", "padded"):
+            print(f"{mode}: packed / {baseline} student tokens/s = "
+                  f"{rows['packed']['tokens_per_s'] / rows[baseline]['tokens_per_s']:.2f}x, "
+                  f"peak memory {rows['packed']['peak_mib'] / rows[baseline]['peak_mib']:.2f}x")
 
 
 if __name__ == "__main__":
