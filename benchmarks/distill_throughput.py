@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +29,7 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import BATCH, ROOT, load, measure, shipped_samples, synthetic_samples  # noqa: E402
+from train_throughput import BATCH, ROOT, in_processes, load, measure, shipped_samples, synthetic_samples  # noqa: E402
 
 RECIPES = ("all", "padded", "packed")
 
@@ -89,13 +88,8 @@ def main() -> None:
     if args.one:
         print(json.dumps(run_one(*args.one, args.steps, args.synthetic)))
         return
-    results = []
-    for mode in ("online", "offline"):
-        for recipe in RECIPES:
-            command = [sys.executable, __file__, "--steps", str(args.steps), "--one", mode, recipe]
-            command += ["--synthetic"] if args.synthetic else []
-            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-            results.append(json.loads(output.strip().splitlines()[-1]))
+    results = in_processes(__file__, [(mode, recipe) for mode in ("online", "offline") for recipe in RECIPES],
+                           args.steps, args.synthetic)
     data = "synthetic samples" if args.synthetic else "the shipped sample"
     print(f"tiny-m -> tiny-s (LoRA) on {data}, max_length 512, batch {BATCH}, {args.steps} steps on "
           f"{results[0]['device']}")

@@ -198,6 +198,17 @@ def print_table(results: list[dict], baseline: str = "padded") -> None:
                       f"{rows['packed']['peak_mib'] / rows[recipe]['peak_mib']:.2f}x")
 
 
+def in_processes(script: str, configurations: list[tuple[str, str]], steps: int, synthetic: bool) -> list[dict]:
+    """Run `script --one A B` for each configuration in its own process (its peak memory its own); the rows."""
+    results = []
+    for first, recipe in configurations:
+        command = [sys.executable, script, "--steps", str(steps), "--one", first, recipe]
+        command += ["--synthetic"] if synthetic else []
+        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        results.append(json.loads(output.strip().splitlines()[-1]))
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=16)
@@ -208,13 +219,8 @@ def main() -> None:
     if args.one:
         print(json.dumps(run_one(*args.one, args.steps, args.synthetic)))
         return
-    results = []
-    for method in args.methods:
-        for recipe in RECIPES:
-            command = [sys.executable, __file__, "--steps", str(args.steps), "--one", method, recipe]
-            command += ["--synthetic"] if args.synthetic else []
-            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-            results.append(json.loads(output.strip().splitlines()[-1]))
+    results = in_processes(__file__, [(method, recipe) for method in args.methods for recipe in RECIPES],
+                           args.steps, args.synthetic)
     data = "synthetic samples" if args.synthetic else "the shipped sample"
     print(f"tiny-m on {data}, max_length 512, batch {BATCH}, {args.steps} steps on {results[0]['device']}")
     print_table(results)
