@@ -5,7 +5,7 @@ projecting every position through the LM head computes a (tokens, vocabulary) pr
 throws away. trl's SFTTrainer avoids it with its fused LM head, but compacts to the labelled positions
 only on Triton devices (CUDA, XPU): elsewhere it scores every position, keeping tile shapes fixed for
 compiled backends. On a CPU that is most of a step. Measured with benchmarks/train_throughput.py
-(tiny-m, shipped sample, batch 8, 2-core Xeon): scoring only the completion positions gave 2.0-2.4x the
+(tiny-m, shipped sample, batch 8, 2-core Xeon): scoring only the completion positions gave 1.9-2.4x the
 tokens/s for every recipe, with the same loss. So where trl would score every position, koraft's trainer
 asks the model for the completion positions' logits alone (`logits_to_keep`) and takes the same
 cross-entropy; on CUDA and XPU it is trl's own loss, unchanged.
