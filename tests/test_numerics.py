@@ -62,3 +62,16 @@ def test_training_is_bitwise_equal_whatever_cpu_kernels_the_environment_asks_for
     assert first_info["threads"] == second_info["threads"] == 2
     assert first_info["capability"] == second_info["capability"] == "AVX2"  # the pin overrode the request
     assert first == second
+
+
+def test_mkl_takes_its_avx2_branch_on_intel_and_the_vendor_independent_one_elsewhere(tmp_path):
+    from koraft.core.numerics import cpu_vendor, pinned
+
+    intel, amd = tmp_path / "intel", tmp_path / "amd"
+    intel.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\n")
+    amd.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n")
+    assert cpu_vendor(str(intel)) == "GenuineIntel" and cpu_vendor(str(amd)) == "AuthenticAMD"
+    assert cpu_vendor(str(tmp_path / "missing")) is None
+    assert pinned("GenuineIntel")["MKL_CBWR"] == "AVX2,STRICT"
+    assert pinned("AuthenticAMD")["MKL_CBWR"] == pinned(None)["MKL_CBWR"] == "COMPATIBLE,STRICT"
+    assert {v["ATEN_CPU_CAPABILITY"] for v in (pinned("GenuineIntel"), pinned(None))} == {"avx2"}
