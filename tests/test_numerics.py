@@ -1,8 +1,8 @@
 """Pinned CPU numerics: training gives the same bits whatever CPU kernels the environment asks for.
 
-At a fixed thread count only: under MKL's COMPATIBLE branch (the vendor-independent one) a 1-thread
-and a 2-thread run differ on a 2-core AMD EPYC, where the old AVX2 pin kept them equal on Intel
-(koraft/core/numerics.py). The committed metrics come from 2 threads.
+At a fixed thread count only: under MKL's COMPATIBLE branch (the pin on CPUs other than Intel's) a
+1-thread and a 2-thread run differ on a 2-core AMD EPYC, where MKL's AVX2 branch (the pin on Intel
+CPUs) kept them equal (koraft/core/numerics.py). The committed metrics come from 2 threads.
 """
 
 from __future__ import annotations
