@@ -57,6 +57,17 @@ def keeps_logits(*models) -> bool:
     return all("logits_to_keep" in inspect.signature(base_model(model).forward).parameters for model in models)
 
 
+def token_mean(trainer, total: torch.Tensor, where: CompletionPositions, num_items_in_batch=None) -> torch.Tensor:
+    """A loss summed over the completion tokens, normalised as SFTTrainer normalises its own: by the tokens of
+    the whole accumulated batch when the trainer counts them (times the processes, since DDP averages the
+    gradients), else by this batch's; a batch without completion tokens gives 0, not 0 / 0."""
+    count = where.positions.sum() if num_items_in_batch is None else num_items_in_batch
+    loss = total / torch.as_tensor(count).to(total.device).clamp(min=1)
+    if trainer.args.average_tokens_across_devices and num_items_in_batch is not None:
+        loss = loss * trainer.accelerator.num_processes
+    return loss
+
+
 class CompletionSFTTrainer(SFTTrainer):
     """trl's SFTTrainer; on devices where trl's fused LM head would score every position, the same
     completion-only cross-entropy from the completion positions' logits alone. Everything else is trl's."""
@@ -79,10 +90,7 @@ class CompletionSFTTrainer(SFTTrainer):
         where = CompletionPositions.of(inputs.pop("labels"), keeps_logits=True)
         outputs = model(**inputs, **where.model_kwargs(), use_cache=False)
         logits, labels = where.take(outputs.logits).float(), where.labels()
-        count = where.positions.sum() if num_items_in_batch is None else num_items_in_batch
-        loss = F.cross_entropy(logits, labels, reduction="sum") / torch.as_tensor(count).to(logits.device).clamp(min=1)
-        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
-            loss = loss * self.accelerator.num_processes  # as SFTTrainer: DDP averages the gradients
+        loss = token_mean(self, F.cross_entropy(logits, labels, reduction="sum"), where, num_items_in_batch)
         if labels.numel():  # the two metrics trl logs, on the same tokens
             with torch.no_grad():
                 log_probs = logits.log_softmax(dim=-1)

@@ -8,7 +8,7 @@ import torch
 from trl import SFTTrainer
 
 from koraft.core.errors import KoraftError
-from koraft.training.completion import CompletionPositions, keeps_logits
+from koraft.training.completion import CompletionPositions, keeps_logits, token_mean
 from koraft.training.distill_loss import KDSettings, chunked_token_losses
 from koraft.training.teacher_cache import TopK
 
@@ -58,10 +58,7 @@ class KDTrainer(SFTTrainer):
                 logits = self.teacher(**inputs, **where.model_kwargs(), use_cache=False).logits
                 teacher = where.take(logits).to(student_logits.device)
         ce, kd = chunked_token_losses(student_logits, where.labels(), teacher, self.kd, self.vocabulary)
-        count = where.positions.sum() if num_items_in_batch is None else num_items_in_batch
-        loss = (self.kd.alpha * ce + (1 - self.kd.alpha) * kd).sum() / torch.as_tensor(count).to(ce.device).clamp(min=1)
-        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
-            loss = loss * self.accelerator.num_processes  # as SFTTrainer: DDP averages the gradients
+        loss = token_mean(self, (self.kd.alpha * ce + (1 - self.kd.alpha) * kd).sum(), where, num_items_in_batch)
         if ce.numel():
             self._metrics[mode]["ce_loss"].append(ce.mean().item())
             self._metrics[mode]["kd_loss"].append(kd.mean().item())
