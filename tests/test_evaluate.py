@@ -63,6 +63,7 @@ def test_every_variant_is_generated_scored_and_compared(evaluated):
         assert variant["reasoning"]["samples"] == sum(bool(row.get("cot")) for row in rows)
         cut = sum(not row["outputs"][name]["stopped"] for row in review)
         assert variant["generation"]["cut"] == cut
+        assert variant["generation"]["targets_over_max_new_tokens"] == 0  # the shipped budget holds every target
         assert variant["cost"]["latency_per_sample_s"] > 0 and variant["cost"]["generated_tokens_per_s"] > 0
         assert variant["prompts"]["prompts"] + variant["prompts"]["prompts_unfit"] == len(rows)
         assert variant["prompts"]["tokens"]["max"] <= variant["prompts"]["budget"]
@@ -163,6 +164,10 @@ def test_a_generation_that_never_stops_is_cut_and_counted(params, raft_rows, eva
     cut = [row for row in review if not row["outputs"]["base"]["stopped"]]
     assert metrics["base"]["generation"]["cut"] == len(cut) > 0  # a random model rarely says <|end|> in 2 tokens
     assert metrics["base"]["generation"]["mean_new_tokens"] <= 2
+    # no target fits in 2 tokens with its end-of-turn token: each is counted, and the stage warns
+    assert metrics["base"]["generation"]["targets_over_max_new_tokens"] == len(rows)
+    assert any(warning.startswith(f"base: {len(rows)} test targets are longer than eval.max_new_tokens")
+               for warning in metrics["warnings"])
 
 
 @pytest.mark.parametrize("family, stop", [("gemma2", "<end_of_turn>"), ("llama3", "<|eot_id|>"),

@@ -12,7 +12,7 @@ from koraft.core.errors import KoraftError
 from koraft.data.synth import synthetic_corpus
 from koraft.models.presets import FAMILIES, PRESETS, ensure_available, resolve_model
 from koraft.models.pretrain import PretrainSpec, pretrain
-from koraft.models.tiny import TINY_SPECS, build_tiny_model, write_tokenizer
+from koraft.models.tiny import RAFT_MARKERS, TINY_SPECS, build_tiny_model, write_tokenizer
 
 KOREAN = [
     "한결시의 인구는 약 12만 명이다.",
@@ -78,6 +78,21 @@ def test_sentencepiece_model_and_hf_tokenizer_agree(tmp_path):
         assert processor.encode(text) == tokenizer(text, add_special_tokens=False)["input_ids"], text
         assert processor.decode(processor.encode(text)) == text
     assert processor.piece_to_id("<|end|>") == tokenizer.eos_token_id
+
+
+def test_raft_markers_are_one_token_each_and_reasoning_fits_the_eval_budget(tmp_path, params):
+    """Spelt byte by byte, a chain-of-thought target took more than eval.max_new_tokens (measured: 70 to 86)."""
+    from koraft.core.formats import completion
+    from koraft.data.synth import synthetic_corpus
+
+    tokenizer = write_tokenizer(tmp_path)
+    for marker in RAFT_MARKERS:
+        assert len(tokenizer(marker, add_special_tokens=False)["input_ids"]) == 1, marker
+        assert tokenizer.decode(tokenizer(f"앞{marker}뒤", add_special_tokens=False)["input_ids"]) == f"앞{marker}뒤"
+    reasoning = [completion({"cot": qa.cot, "answer": qa.answer})
+                 for _, qas in synthetic_corpus(40, seed=9, cot_share=1.0) for qa in qas]
+    lengths = [len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in reasoning]
+    assert max(lengths) + 1 <= params["eval"]["max_new_tokens"]  # + the end-of-turn token
 
 
 def test_tiny_loads_through_from_pretrained_and_round_trips_korean(tiny_dirs):

@@ -81,6 +81,7 @@ class SystemOutput:
     cost: dict[str, Any] | None = None
     failures: dict[str, str] | None = None  # an endpoint's failed requests: record id -> reason
     compare_to: str | None = None  # the variant an endpoint's parity is measured against
+    long_targets: int | None = None  # test targets longer than max_new_tokens: they cannot be generated whole
 
 
 def check_eval(params: dict[str, Any]) -> dict[str, Any]:
@@ -179,8 +180,11 @@ def run_variant(name: str, rows: list[dict], params: dict[str, Any], settings: d
     if torch.cuda.is_available():
         model.to("cuda")
         torch.cuda.reset_peak_memory_stats()
-    fitted = build_prompts(rows, SampleTokenizer(tokenizer, resolved.family, system_prompt), settings["prompt_budget"])
+    encoder = SampleTokenizer(tokenizer, resolved.family, system_prompt)
+    fitted = build_prompts(rows, encoder, settings["prompt_budget"])
     kept = fitted.ids
+    # Counted, never used for the prompts: a budget too small for the references caps every score.
+    long_targets = sum(len(encoder.target(row)[1]) > settings["max_new_tokens"] for row in rows)
     result = greedy_generate(model, tokenizer, fitted.prompts, stop_token_ids(model, tokenizer, resolved.family),
                              settings["max_new_tokens"], settings["batch_size"])
     generated = sum(result.new_tokens)
@@ -197,7 +201,7 @@ def run_variant(name: str, rows: list[dict], params: dict[str, Any], settings: d
                         documents=dict(zip(kept, fitted.documents, strict=True)),
                         stopped=dict(zip(kept, result.stopped, strict=True)),
                         new_tokens=dict(zip(kept, result.new_tokens, strict=True)),
-                        seconds=result.seconds, unfit=fitted.unfit, cost=cost,
+                        seconds=result.seconds, unfit=fitted.unfit, cost=cost, long_targets=long_targets,
                         prompts=fitted.report(settings["prompt_budget"], [len(ids) for ids in fitted.prompts]))
 
 
@@ -332,6 +336,8 @@ def evaluate(test_rows: list[dict], params: dict[str, Any], paths: EvalPaths
             metrics[name]["generation"] = {
                 "max_new_tokens": settings["max_new_tokens"], "cut": cut, "cut_share": round(cut / len(rows), 4),
                 "mean_new_tokens": round(sum(system.new_tokens.get(row["id"], 0) for row in rows) / len(rows), 2)}
+            if system.long_targets is not None:
+                metrics[name]["generation"]["targets_over_max_new_tokens"] = system.long_targets
             metrics[name]["prompts"] = system.prompts
             metrics[name]["cost"] = system.cost
         if system.failures is not None:
@@ -346,6 +352,9 @@ def evaluate(test_rows: list[dict], params: dict[str, Any], paths: EvalPaths
                           "bootstrap": settings["bootstrap"]}
     warnings = [f"{metric}: {metrics['scoring'][metric]['warning']}" for metric in ("bertscore", "cosine")
                 if "warning" in metrics["scoring"][metric]]
+    warnings += [f"{name}: {system.long_targets} test targets are longer than eval.max_new_tokens "
+                 f"({settings['max_new_tokens']} tokens): no output can match them whole"
+                 for name, system in systems.items() if system.long_targets]
     if warnings:
         metrics["warnings"] = warnings
     return metrics, review_rows(rows, systems, answers, per_system)

