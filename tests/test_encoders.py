@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import unicodedata
 
 import pytest
@@ -122,3 +123,26 @@ def test_warning_reaches_the_report(encoder):
     report = CosineSimilarity(encoder, batch_size=8).report()
     assert report["represents_hangul"] is False
     assert "not meaningful" in report["warning"] and PACKAGED_ENCODER in report["warning"]
+
+
+BERTSCORE_IN_A_PROCESS = """
+import json, sys
+from koraft.data.synth import synthetic_corpus
+from koraft.evaluation.embeddings import PACKAGED_ENCODER, BertScore, resolve_encoder
+encoder = resolve_encoder("auto", "tiny", {"tiny": PACKAGED_ENCODER, "default": "unused"}, "eval.bertscore")
+qas = [qa for _, qas in synthetic_corpus(100, seed=4) for qa in qas]
+predictions, references = [qa.span for qa in qas] + [qa.sentence for qa in qas], [qa.answer for qa in qas] * 2
+scores = BertScore(encoder, num_layers=6, batch_size=64).score(predictions, references)
+print(json.dumps({name: values.tolist() for name, values in scores.items()}))
+"""
+
+
+def test_bertscore_bits_do_not_depend_on_the_process_string_hashing():
+    """bert-score batches a call's distinct texts in set order: per-process hashing changed the last bits."""
+    import os
+    import subprocess
+    import sys
+
+    runs = [subprocess.run([sys.executable, "-c", BERTSCORE_IN_A_PROCESS], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2", "3")]
+    assert runs[0] == runs[1] == runs[2] and len(json.loads(runs[0])["bertscore_f1"]) == 600
