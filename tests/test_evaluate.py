@@ -112,7 +112,7 @@ def test_test_prompts_never_depend_on_the_reference(params, raft_rows, eval_path
     """Any reference, long or short, leaves every variant's prompts and outputs as they were."""
     rows = raft_rows["test"][:8]
     # A budget that forces distractors out and golden documents to be trimmed: the fitting really runs.
-    settings = with_max_length(eval_params(params, max_new_tokens=16), 224)
+    settings = with_max_length(eval_params(params, max_new_tokens=16), 176)
     metrics, review = evaluate(rows, settings, eval_paths)
     for name in VARIANTS:
         prompts = metrics[name]["prompts"]

@@ -158,7 +158,9 @@ def test_llama_cpp_server_answers_an_openai_chat_request_on_loopback(exported):
         greedy = client.chat.completions.create(model="koraft", messages=messages, temperature=0.0, max_tokens=16,
                                                 extra_body=GREEDY)
         default = client.chat.completions.create(model="koraft", messages=messages, temperature=0.0, max_tokens=16)
-    assert greedy.choices[0].message.content == tokenizer.decode(expected, skip_special_tokens=True)
+    # A byte-fallback piece that is no whole UTF-8 character: transformers prints U+FFFD, llama.cpp leaves it out.
+    answer = tokenizer.decode(expected, skip_special_tokens=True)
+    assert greedy.choices[0].message.content == answer.replace("\ufffd", "")
     # The trap the served variant avoids: the server's default repeat penalty changes the greedy answer.
     assert default.choices[0].message.content != greedy.choices[0].message.content
 
