@@ -137,6 +137,7 @@ print(json.dumps({name: values.tolist() for name, values in scores.items()}))
 """
 
 
+@pytest.mark.slow  # three processes, 16 s
 def test_bertscore_bits_do_not_depend_on_the_process_string_hashing():
     """bert-score batches a call's distinct texts in set order: per-process hashing changed the last bits."""
     import os
