@@ -314,3 +314,17 @@ def test_serve_command_prints_the_url_and_serves_on_loopback(exported):
         process.wait(timeout=10)
     with pytest.raises(OSError):  # the engine ran in the command's own process: nothing is left serving
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_parity_takes_a_partial_character_as_the_same_tokens():
+    """transformers decodes a byte piece that is no whole character as U+FFFD, llama.cpp leaves it out."""
+    from koraft.evaluation.answers import extract_answer
+    from koraft.evaluation.served import parity
+
+    served = {"a": "서울", "b": "부산시", "c": "대구"}
+    finetuned = {"a": "서울\ufffd", "b": "부산", "c": "대구"}
+    rows = [{"id": key} for key in served]
+    answers = [extract_answer(served[row["id"]], False) for row in rows]
+    reference = [extract_answer(finetuned[row["id"]], False) for row in rows]
+    assert parity(served, finetuned, answers, reference, rows, "finetuned") == {
+        "compared_to": "finetuned", "answers": round(2 / 3, 4), "outputs": round(2 / 3, 4), "records": 3}
