@@ -23,7 +23,7 @@ from koraft.core.errors import KoraftError, ParamError
 from koraft.core.formats import user_message
 from koraft.evaluation.endpoints import Endpoint, answer_all
 from koraft.evaluation.evaluate import EvalPaths, evaluate
-from koraft.evaluation.served import GREEDY
+from koraft.evaluation.served import GREEDY, parity, visible
 from koraft.models.chat import render_prompt
 from koraft.models.presets import FAMILIES
 from koraft.models.samples import SampleTokenizer, build_prompts
@@ -158,9 +158,7 @@ def test_llama_cpp_server_answers_an_openai_chat_request_on_loopback(exported):
         greedy = client.chat.completions.create(model="koraft", messages=messages, temperature=0.0, max_tokens=16,
                                                 extra_body=GREEDY)
         default = client.chat.completions.create(model="koraft", messages=messages, temperature=0.0, max_tokens=16)
-    # A byte-fallback piece that is no whole UTF-8 character: transformers prints U+FFFD, llama.cpp leaves it out.
-    answer = tokenizer.decode(expected, skip_special_tokens=True)
-    assert greedy.choices[0].message.content == answer.replace("\ufffd", "")
+    assert greedy.choices[0].message.content == visible(tokenizer.decode(expected, skip_special_tokens=True))
     # The trap the served variant avoids: the server's default repeat penalty changes the greedy answer.
     assert default.choices[0].message.content != greedy.choices[0].message.content
 
@@ -319,7 +317,6 @@ def test_serve_command_prints_the_url_and_serves_on_loopback(exported):
 def test_parity_takes_a_partial_character_as_the_same_tokens():
     """transformers decodes a byte piece that is no whole character as U+FFFD, llama.cpp leaves it out."""
     from koraft.evaluation.answers import extract_answer
-    from koraft.evaluation.served import parity
 
     served = {"a": "서울", "b": "부산시", "c": "대구"}
     finetuned = {"a": "서울\ufffd", "b": "부산", "c": "대구"}
