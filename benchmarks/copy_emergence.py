@@ -29,7 +29,7 @@ import math
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from koraft.core.numerics import pin_environment
 from koraft.data.synth import synthetic_corpus
@@ -47,7 +47,7 @@ SEQUENCE = 64  # tokens before the repeat
 BATCH = 8
 
 
-def repeat_loss(model, input_ids: torch.Tensor, first_length: int) -> tuple[float, float]:
+def repeat_loss(model: Any, input_ids: torch.Tensor, first_length: int) -> tuple[float, float]:
     """Mean next-token loss over the first reading and over the repeat (its first token excluded:
     nothing tells the model a repeat starts there)."""
     import torch
@@ -85,7 +85,7 @@ def copy_task(preset: str, pool: int, steps: int, learning_rate: float, seed: in
     with tempfile.TemporaryDirectory() as folder:
         build_tiny_model(preset, folder, PretrainSpec(epochs=0))
         model = AutoModelForCausalLM.from_pretrained(folder)
-    low = 16  # past the special tokens and markers
+    low = 16  # past the special, role and marker tokens (ids 0 to 12)
     if low + pool > model.config.vocab_size:
         raise SystemExit(f"--pools: at most {model.config.vocab_size - low} tokens for {preset}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(0.9, 0.95))
