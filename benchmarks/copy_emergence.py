@@ -29,17 +29,18 @@ import math
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from koraft.core.numerics import pin_environment
-from koraft.data.synth import synthetic_corpus
-from koraft.models.pretrain import PretrainSpec
-from koraft.models.tiny import TINY_SPECS, build_tiny_model
 
-if TYPE_CHECKING:
-    import torch
+pin_environment()  # the stages' numerics: set before torch is first imported
 
-pin_environment()  # the stages' numerics; torch is imported after this, in the functions
+import torch  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+
+from koraft.data.synth import synthetic_corpus  # noqa: E402
+from koraft.models.pretrain import PretrainSpec  # noqa: E402
+from koraft.models.tiny import TINY_SPECS, build_tiny_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HELD_OUT_SEED = 777  # not pretraining's seed: documents the base models never saw
@@ -50,8 +51,6 @@ BATCH = 8
 def repeat_loss(model: Any, input_ids: torch.Tensor, first_length: int) -> tuple[float, float]:
     """Mean next-token loss over the first reading and over the repeat (its first token excluded:
     nothing tells the model a repeat starts there)."""
-    import torch
-
     with torch.no_grad():
         logits = model(input_ids=input_ids).logits[:, :-1].float()
     losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), input_ids[:, 1:], reduction="none")
@@ -59,9 +58,6 @@ def repeat_loss(model: Any, input_ids: torch.Tensor, first_length: int) -> tuple
 
 
 def shipped_copy_ratios(base_dir: Path, documents: int) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     corpus = synthetic_corpus(documents, questions_per_doc=1, seed=HELD_OUT_SEED, cot_share=0.0, names="pretrain")
     for folder in sorted(p for p in base_dir.iterdir() if p.is_dir()):
         tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -79,9 +75,6 @@ def shipped_copy_ratios(base_dir: Path, documents: int) -> None:
 def copy_task(preset: str, pool: int, steps: int, learning_rate: float, seed: int) -> tuple[int | None, float]:
     """Train a fresh random-weight preset on repeated random sequences from `pool` tokens; returns the
     first evaluated step whose repeat loss is below 1 nat (None if none) and the last repeat loss."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
     with tempfile.TemporaryDirectory() as folder:
         build_tiny_model(preset, folder, PretrainSpec(epochs=0))
         model = AutoModelForCausalLM.from_pretrained(folder)
