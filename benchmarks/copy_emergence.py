@@ -1,6 +1,6 @@
 """Why the embedded default cannot reach exact match 0.30: it never learns to copy from its context.
 
-    python benchmarks/copy_emergence.py [--steps 800] [--pools 100 300 1000 2984]
+    python benchmarks/copy_emergence.py [--steps 800] [--pools 100 2984] [--tasks fixed varied ...]
 
 RAFT answers are spans of the golden document, so a model scores exact matches only once it copies
 tokens from its prompt (the "induction heads" of Olsson et al., 2022). This measures that skill two ways:
@@ -10,16 +10,21 @@ tokens from its prompt (the "induction heads" of Olsson et al., 2022). This meas
    predicts the second reading almost for free; one that does not gives it about the same loss as
    the first. The ratio second / first is printed per model.
 2. tiny-m's own architecture and initialisation (koraft.models.tiny, random weights), trained as the
-   base stage trains (AdamW, pretraining's learning rate) on the purest copy task there is: a random
-   token sequence, then the same sequence again. Only the sequences' token pool changes: with a small
-   pool the second half's loss collapses once the copying circuit forms; the step where it falls below
-   1 nat (out of ln(pool)) is printed, or that it did not within --steps. The base stage's schedule
-   gives tiny-m about 720 steps over the tiny tokenizer's 3,000 tokens.
+   base stage trains (AdamW, pretraining's learning rate) on the purest copy task there is: random
+   token segments, each followed by itself. The step where the repeats' loss falls below 1 nat (out
+   of ln(pool)) is printed, or that it did not within --steps. Tasks: `fixed` segments are 64 tokens,
+   so looking back exactly 64 positions solves them, a positional shortcut and not copying by content;
+   `varied` segments are 8 to 40 tokens, a new length each time, so only copying by content does;
+   `-tied` shares the input and output embeddings. The base stage gives tiny-m about 720 steps over
+   the tiny tokenizer's 3,000 tokens.
 
-Measured on a 2-core Intel Xeon (2026-12-03, about 8 minutes): the shipped tiny-m reads a repeated
-document at 0.87 of its first reading's loss (tiny-s 0.85); the copy task is learned by step 250 from a
-pool of 100 tokens and not in 800 steps from 300, 1,000 or 2,984 (docs/training.md has the figures and
-the pretraining corpora that were tried against it).
+Measured on a 2-core Intel Xeon (2026-12-03, 800 steps, about 10 minutes): the shipped tiny-m reads a
+repeated document at 0.87 of its first reading's loss (tiny-s 0.85). Fixed segments are learned by step
+250 from a pool of 100 tokens (200 tied), and from the whole vocabulary only tied (by step 700); varied
+segments are not learned in 800 steps from any pool, tied or not, not even from 100 tokens (4.59 of 4.61
+nats), nor in 3,000 steps from the whole vocabulary (8.00 untied, 7.99 tied, of 8.00). The earlier
+reading of this benchmark, "copying forms by step 250 from 100 tokens", was the positional shortcut.
+docs/training.md has the longer runs and the pretraining corpora tried against it.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from koraft.models.tiny import TINY_SPECS, build_tiny_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HELD_OUT_SEED = 777  # not pretraining's seed: documents the base models never saw
-SEQUENCE = 64  # tokens before the repeat
+WIDTH = 128  # tokens per copy-task row
 BATCH = 8
 
 
@@ -72,23 +77,51 @@ def shipped_copy_ratios(base_dir: Path, documents: int) -> None:
               f"{repeat:.3f} (ratio {repeat / first:.2f}; a copying model is far below 1)")
 
 
-def copy_task(preset: str, pool: int, steps: int, learning_rate: float, seed: int) -> tuple[int | None, float]:
-    """Train a fresh random-weight preset on repeated random sequences from `pool` tokens; returns the
+def copy_batch(generator: torch.Generator, low: int, high: int, varied: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """BATCH rows of WIDTH tokens, each a run of segments "A A" (A random tokens from [low, high)), and the
+    mask of the repeats' tokens after their first. Fixed: one 64-token A per row, so a head that looks
+    back exactly 64 positions copies it (a positional shortcut rotary embeddings make easy). Varied: A
+    is 8 to 40 tokens, a new length each time, so only content-based copying (find the current token's
+    earlier occurrence, read what came after it) predicts the repeat."""
+    rows, masks = [], []
+    for _ in range(BATCH):
+        row: list[int] = []
+        mask: list[bool] = []
+        while len(row) < WIDTH:
+            length = WIDTH // 2 if not varied else int(torch.randint(8, 41, (1,), generator=generator))
+            segment = torch.randint(low, high, (length,), generator=generator).tolist()
+            row += segment + segment
+            mask += [False] * (length + 1) + [True] * (length - 1)  # the repeat's first token is unpredictable
+        rows.append(row[:WIDTH])
+        masks.append(mask[:WIDTH])
+    return torch.tensor(rows), torch.tensor(masks)
+
+
+def masked_loss(model: Any, input_ids: torch.Tensor, mask: torch.Tensor) -> float:
+    with torch.no_grad():
+        logits = model(input_ids=input_ids).logits[:, :-1].float()
+    losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), input_ids[:, 1:], reduction="none")
+    return losses[mask[:, 1:]].mean().item()
+
+
+def copy_task(preset: str, pool: int, steps: int, learning_rate: float, seed: int, varied: bool,
+              tied: bool) -> tuple[int | None, float]:
+    """Train a fresh random-weight preset on repeated random segments from `pool` tokens; returns the
     first evaluated step whose repeat loss is below 1 nat (None if none) and the last repeat loss."""
     with tempfile.TemporaryDirectory() as folder:
         build_tiny_model(preset, folder, PretrainSpec(epochs=0))
         model = AutoModelForCausalLM.from_pretrained(folder)
+    if tied:  # one matrix reads and writes tokens: copying an embedding forward is then copying the token
+        model.lm_head.weight = model.get_input_embeddings().weight
     low = 16  # past the special, role and marker tokens (ids 0 to 12)
     if low + pool > model.config.vocab_size:
         raise SystemExit(f"--pools: at most {model.config.vocab_size - low} tokens for {preset}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(0.9, 0.95))
     generator = torch.Generator().manual_seed(seed)
-    probe = torch.randint(low, low + pool, (BATCH, SEQUENCE), generator=torch.Generator().manual_seed(seed + 1))
-    probe = torch.cat([probe, probe], dim=1)
+    probe, probe_mask = copy_batch(torch.Generator().manual_seed(seed + 1), low, low + pool, varied)
     learned_at, repeat = None, math.log(pool)
     for step in range(1, steps + 1):
-        sequence = torch.randint(low, low + pool, (BATCH, SEQUENCE), generator=generator)
-        batch = torch.cat([sequence, sequence], dim=1)
+        batch, _ = copy_batch(generator, low, low + pool, varied)
         model.train()
         model(input_ids=batch, labels=batch).loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -96,7 +129,7 @@ def copy_task(preset: str, pool: int, steps: int, learning_rate: float, seed: in
         optimizer.zero_grad(set_to_none=True)
         if step % 50 == 0 or step == steps:
             model.eval()
-            _, repeat = repeat_loss(model, probe, SEQUENCE)
+            repeat = masked_loss(model, probe, probe_mask)
             if learned_at is None and repeat < 1.0:
                 learned_at = step
     return learned_at, repeat
@@ -109,6 +142,9 @@ def main() -> None:
     parser.add_argument("--pools", type=int, nargs="+", default=[100, 300, 1000, 2984])
     parser.add_argument("--documents", type=int, default=100, help="held-out documents for the shipped models")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tasks", nargs="+", default=["fixed", "varied", "fixed-tied", "varied-tied"],
+                        choices=["fixed", "varied", "fixed-tied", "varied-tied"],
+                        help="segment lengths fixed (64) or varied (8-40); -tied: input and output embeddings shared")
     args = parser.parse_args()
 
     base_dir = ROOT / "models" / "base"
@@ -117,12 +153,14 @@ def main() -> None:
     else:
         print("models/base is missing (`dvc repro base`): the shipped models' copy ratio is skipped")
     learning_rate = TINY_SPECS[args.preset].pretraining.learning_rate
-    for pool in args.pools:
-        started = time.perf_counter()
-        learned_at, repeat = copy_task(args.preset, pool, args.steps, learning_rate, args.seed + pool)
-        when = f"learned by step {learned_at}" if learned_at else f"not learned in {args.steps} steps"
-        print(f"{args.preset} copy task, pool of {pool} tokens: {when}; repeat loss {repeat:.3f} nats "
-              f"(chance {math.log(pool):.2f}), {time.perf_counter() - started:.0f} s")
+    for task in args.tasks:
+        for pool in args.pools:
+            started = time.perf_counter()
+            learned_at, repeat = copy_task(args.preset, pool, args.steps, learning_rate, args.seed + pool,
+                                           varied=task.startswith("varied"), tied=task.endswith("tied"))
+            when = f"learned by step {learned_at}" if learned_at else f"not learned in {args.steps} steps"
+            print(f"{args.preset} copy task {task}, pool of {pool} tokens: {when}; repeat loss {repeat:.3f} "
+                  f"nats (chance {math.log(pool):.2f}), {time.perf_counter() - started:.0f} s", flush=True)
 
 
 if __name__ == "__main__":
