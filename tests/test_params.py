@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
-from helpers import set_dotted
+import yaml
+from helpers import ROOT, set_dotted
 
 from koraft.core.config import check_seed
 from koraft.core.errors import ParamError
@@ -57,3 +59,26 @@ def test_shipped_params_are_valid(params):
     check_validate(params)
     check_split(params)
     check_raft(params)
+
+
+def has_key(params: dict, dotted_key: str) -> bool:
+    node = params
+    for part in dotted_key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def test_documented_overrides_name_keys_params_yaml_has(params):
+    """`dvc exp run -S key=value` refuses a key params.yaml lacks ("Key 'epochs' is not in struct"), so every
+    override the docs and sweeps.yaml show must name one that is there (or say `+key` to add it)."""
+    overrides = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = path.read_text(encoding="utf-8")
+        overrides += [(path.name, key) for key in re.findall(r"-S\s+'?([A-Za-z_][\w.-]*)=", text)
+                      if key != "key"]  # experiments.md's placeholder `-S key=value`
+    for entries in yaml.safe_load((ROOT / "sweeps.yaml").read_text(encoding="utf-8")).values():
+        overrides += [("sweeps.yaml", key) for entry in entries for key in entry]
+    assert len(overrides) > 20  # the pattern still finds the documented commands
+    assert [(name, key) for name, key in overrides if not has_key(params, key)] == []
