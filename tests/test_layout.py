@@ -112,6 +112,20 @@ def test_no_module_outside_the_step_folders():
                   ) == sorted(STEPS)
 
 
+def test_every_stage_but_generate_and_evaluate_can_be_restored_from_the_run_cache():
+    """DVC saves no run-cache entry for a stage with a persisted output, or an uncached one that is neither a
+    metric nor a plot (dvc/stage/__init__.py, DVC 3.67): such a stage is retrained wherever its lock is stale."""
+    def run_cached(stage: dict) -> bool:
+        for out in stage.get("outs", []):
+            options = next(iter(out.values())) if isinstance(out, dict) else {}
+            if options.get("persist") or options.get("cache") is False:
+                return False
+        return True
+
+    # generate persists its teacher calls; evaluate keeps its per-record predictions in git (docs/experiments.md)
+    assert sorted(name for name, stage in STAGES.items() if not run_cached(stage)) == ["evaluate", "generate"]
+
+
 def test_a_publishing_edit_leaves_every_stage_up_to_date_and_an_evaluation_edit_reruns_evaluate_only():
     def affected(changed: str) -> set[str]:
         return {name for name, spec in STAGES.items() if covered(changed, spec["deps"])}

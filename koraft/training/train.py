@@ -367,6 +367,9 @@ def write_curves(log_history: list[dict[str, Any]], plots: Path) -> None:
             live.step = entry["step"]
             for name, value in logged.items():
                 live.log_metric(name, value)
+    # DVCLive's summary repeats the last logged values of metrics/train.json's losses. The stages declare the
+    # curves alone as plots: an uncached output that is neither a metric nor a plot turns DVC's run-cache off.
+    (plots / "metrics.json").unlink(missing_ok=True)
 
 
 def step_weighted_mean(history: list[dict[str, Any]]) -> float | None:
