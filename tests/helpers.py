@@ -173,10 +173,10 @@ def set_param(project: Path, dotted: str, value) -> None:
     edit_params(project, lambda params: set_dotted(params, dotted, value))
 
 
-def commit_short_runs(project: Path, *sections: str) -> None:
+def commit_short_runs(project: Path, *sections: str, served: bool = True) -> None:
     """Three training steps for each section, seconds of pretraining, a fifth of the sample (its CSV and
-    gorilla files), one quantized GGUF, and short answers with fewer bootstrap resamples for the
-    evaluation, committed so `dvc exp run` starts from them."""
+    gorilla files), one quantized GGUF (none, and no served variant, with served=False), and short answers
+    with fewer bootstrap resamples for the evaluation, committed so `dvc exp run` starts from them."""
     inputs = yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))["validate"]["inputs"]
     set_param(project, "validate.inputs", [spec for spec in inputs if spec["format"] in ("csv", "gorilla")])
     for section in sections:
@@ -186,8 +186,10 @@ def commit_short_runs(project: Path, *sections: str) -> None:
         set_param(project, f"base.pretraining.{preset}", {key: getattr(QUICK_PRETRAINING, key) for key in
                                                          ("documents", "epochs", "block_size", "batch_size")})
     set_param(project, "eval.max_new_tokens", 16)
-    set_param(project, "export.gguf.quantizations", ["q8_0"])  # one quantized type: the code path, not the set
-    set_param(project, "eval.served.gguf", ["f32", "q8_0"])
+    set_param(project, "export.gguf.quantizations", ["q8_0"] if served else [])  # the code path, not the set
+    set_param(project, "eval.served.gguf", ["f32", "q8_0"] if served else ["f32"])
+    set_param(project, "export.ollama.gguf", "q8_0" if served else "f32")
+    set_param(project, "eval.variants.served", served)
     set_param(project, "eval.bootstrap.resamples", 200)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "short runs"], project)
 

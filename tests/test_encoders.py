@@ -145,5 +145,5 @@ def test_bertscore_bits_do_not_depend_on_the_process_string_hashing():
     import sys
 
     runs = [subprocess.run([sys.executable, "-c", BERTSCORE_IN_A_PROCESS], capture_output=True, text=True, check=True,
-                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2", "3")]
-    assert runs[0] == runs[1] == runs[2] and len(json.loads(runs[0])["bertscore_f1"]) == 600
+                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")]
+    assert runs[0] == runs[1] and len(json.loads(runs[0])["bertscore_f1"]) == 600

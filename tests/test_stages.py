@@ -24,6 +24,16 @@ def reproduced(tmp_path_factory) -> Path:
     return project
 
 
+@pytest.fixture(scope="module")
+def distilled(reproduced, tmp_path_factory) -> tuple[Path, str]:
+    """The short runs through the distill stage, once for the module (each of base, train, teacher and
+    distill is a process that loads torch): the project and `dvc repro distill`'s output. Tests copy it."""
+    project = tmp_path_factory.mktemp("distilled") / "project"
+    shutil.copytree(reproduced, project)
+    commit_short_runs(project, "train", "distill")
+    return project, run(["dvc", "repro", "distill"], project).stdout
+
+
 def test_dvc_repro_split_builds_every_output(reproduced):
     for name in OUTPUTS:
         assert (reproduced / name).stat().st_size > 0, name
@@ -124,11 +134,10 @@ def test_inputs_outside_the_tracked_folder_or_keeping_nothing_fail_in_one_line(t
     assert not (project / "metrics/validate.json").exists()
 
 
-def test_train_stage_and_a_preset_experiment(reproduced, tmp_path):
+def test_train_stage_and_a_preset_experiment(distilled, tmp_path):
     project = tmp_path / "train"
-    shutil.copytree(reproduced, project)
-    commit_short_runs(project, "train")
-    run(["dvc", "repro", "train"], project)
+    shutil.copytree(distilled[0], project)
+    assert "Running stage 'train'" in distilled[1]
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]["train"]
     adapter = next(out for out in lock["outs"] if out["path"] == "models/train/adapter")
     metrics = json.loads((project / "metrics/train.json").read_text())
@@ -164,11 +173,10 @@ def test_model_stage_bad_param_is_one_line(name, key, value, expected, reproduce
     assert result.stderr.startswith(f"{name}: error: {expected}") and result.stderr.count("\n") == 1
 
 
-def test_distill_stage_reuses_the_teacher_cache_across_student_experiments(reproduced, tmp_path):
+def test_distill_stage_reuses_the_teacher_cache_across_student_experiments(distilled, tmp_path):
     project = tmp_path / "distill"
-    shutil.copytree(reproduced, project)
-    commit_short_runs(project, "train", "distill")
-    out = run(["dvc", "repro", "distill"], project).stdout
+    shutil.copytree(distilled[0], project)
+    out = distilled[1]
     assert all(f"Running stage '{stage}'" in out for stage in ("base", "train", "teacher", "distill"))
     metrics = json.loads((project / "metrics/distill.json").read_text())
     assert metrics["student"]["preset"] == "tiny-s" and metrics["teacher"]["model"] == "tiny-m"
@@ -188,13 +196,12 @@ def test_distill_stage_reuses_the_teacher_cache_across_student_experiments(repro
     assert experiment["parameters"]["total"] > metrics["parameters"]["total"]
 
 
-def test_evaluate_stage_scores_every_variant_then_a_predictions_file(reproduced, tmp_path):
+def test_evaluate_stage_scores_every_variant_then_a_predictions_file(distilled, tmp_path):
     project = tmp_path / "evaluate"
-    shutil.copytree(reproduced, project)
-    set_param(project, "eval.bootstrap.resamples", 200)
-    commit_short_runs(project, "train", "distill")
+    shutil.copytree(distilled[0], project)
     out = run(["dvc", "repro", "evaluate"], project).stdout
-    assert "Running stage 'evaluate'" in out and "evaluate: finetuned_vs_base: F1" in out
+    assert "Stage 'distill' didn't change" in out and "Running stage 'evaluate'" in out
+    assert "evaluate: finetuned_vs_base: F1" in out
     metrics = json.loads((project / "metrics/eval.json").read_text())
     assert {"base", "finetuned", "student_base", "distilled", "comparisons"} <= set(metrics)
     assert "Running stage 'export'" in out and {"served", "served_q8_0"} <= set(metrics)  # GGUFs on llama.cpp
