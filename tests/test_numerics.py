@@ -60,12 +60,15 @@ def test_training_is_bitwise_equal_whatever_cpu_kernels_the_environment_asks_for
         runs[name] = train_in_process(root, environment, job)
     (first, first_info), (second, second_info) = runs.values()
     assert first_info["threads"] == second_info["threads"] == 2
-    assert first_info["capability"] == second_info["capability"] == "AVX2"  # the pin overrode the request
+    from koraft.core.numerics import cpu_vendor, has_avx512, pinned
+
+    pin = pinned(cpu_vendor(), has_avx512())["ATEN_CPU_CAPABILITY"].upper()
+    assert first_info["capability"] == second_info["capability"] == pin  # the pin overrode the request
     assert first == second
 
 
 def test_mkl_takes_its_avx2_branch_on_intel_and_the_vendor_independent_one_elsewhere(tmp_path):
-    from koraft.core.numerics import cpu_vendor, pinned
+    from koraft.core.numerics import cpu_vendor, has_avx512, pinned
 
     intel, amd = tmp_path / "intel", tmp_path / "amd"
     intel.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\n")
@@ -73,5 +76,11 @@ def test_mkl_takes_its_avx2_branch_on_intel_and_the_vendor_independent_one_elsew
     assert cpu_vendor(str(intel)) == "GenuineIntel" and cpu_vendor(str(amd)) == "AuthenticAMD"
     assert cpu_vendor(str(tmp_path / "missing")) is None
     assert pinned("GenuineIntel")["MKL_CBWR"] == "AVX2,STRICT"
-    assert pinned("AuthenticAMD")["MKL_CBWR"] == pinned(None)["MKL_CBWR"] == "COMPATIBLE,STRICT"
-    assert {v["ATEN_CPU_CAPABILITY"] for v in (pinned("GenuineIntel"), pinned(None))} == {"avx2"}
+    assert pinned("GenuineIntel", avx512=True) == {"ATEN_CPU_CAPABILITY": "avx512", "MKL_CBWR": "AVX512,STRICT",
+                                                   "ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}
+    assert pinned("AuthenticAMD", avx512=True)["MKL_CBWR"] == pinned(None)["MKL_CBWR"] == "COMPATIBLE,STRICT"
+    assert {v["ATEN_CPU_CAPABILITY"] for v in (pinned("GenuineIntel"), pinned(None), pinned("AuthenticAMD", True))
+            } == {"avx2"}
+    flags = tmp_path / "flags"
+    flags.write_text("vendor_id\t: GenuineIntel\nflags\t\t: fpu sse avx2 avx512f avx512bw\n")
+    assert has_avx512(str(flags)) and not has_avx512(str(intel)) and not has_avx512(str(tmp_path / "missing"))
