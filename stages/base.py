@@ -1,20 +1,18 @@
-"""base: build and pretrain the tiny embedded-default models (our tokenizer and weights) as HF folders under --out.
+"""base: build the base models koraft makes itself, those the run names, as HF folders under --out.
 
-Real presets are loaded from the hub or a local folder; these two are what `dvc repro` runs on anywhere.
-Their pretraining schedules come from params `base.pretraining` (koraft/models/pretrain.py).
+Gemma 3 270M (the default) from its package, its layer-cut distillation student, and the tiny models
+(pretrained here on synthetic text, schedules from params `base.pretraining`). Hub presets are loaded
+from the hub or a local folder by the stages that use them.
 """
 
 from koraft.core.cli import run_stage, stage_paths
-from koraft.core.config import load_params, section
-from koraft.models.tiny import build_tiny_model, check_pretraining
+from koraft.core.config import load_params
+from koraft.models.local import build_local_models
 
 
 def main() -> None:
     paths = stage_paths("base", "out")
-    specs = check_pretraining(section(load_params(), "base"))
-    for name, spec in specs.items():
-        build_tiny_model(name, paths.out / name, spec)
-        print(f"base: built {paths.out / name}")
+    build_local_models(load_params(), paths.out)
 
 
 if __name__ == "__main__":

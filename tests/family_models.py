@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from koraft.models.packaged import chat_template
 from koraft.models.tiny import build_tokenizer
 
 TEMPLATES = Path(__file__).parent / "chat_templates"
@@ -21,6 +22,10 @@ SMALL = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "n
 TOKENS = {
     "gemma2": ("Gemma2Config", {"bos": "<bos>", "eos": "<eos>", "pad": "<pad>"},
                ["<start_of_turn>", "<end_of_turn>"]),
+    "gemma3": ("Gemma3TextConfig", {"bos": "<bos>", "eos": "<eos>", "pad": "<pad>"},
+               ["<start_of_turn>", "<end_of_turn>"]),
+    "gemma3_pt": ("Gemma3TextConfig", {"bos": "<bos>", "eos": "<eos>", "pad": "<pad>"},
+                  ["<start_of_turn>", "<end_of_turn>"]),
     "llama3": ("LlamaConfig", {"bos": "<|begin_of_text|>", "eos": "<|eot_id|>"},
                ["<|start_header_id|>", "<|end_header_id|>", "<|finetune_right_pad_id|>"]),
     "qwen2": ("Qwen2Config", {"eos": "<|im_end|>", "pad": "<|endoftext|>"}, ["<|im_start|>"]),
@@ -36,7 +41,9 @@ def family_tokenizer(family: str):
     tokenizer.add_special_tokens({"additional_special_tokens": extra})
     if "pad" not in roles:
         tokenizer.pad_token = None  # like Llama-3: no pad token of its own
-    tokenizer.chat_template = (TEMPLATES / f"{family}.jinja").read_text(encoding="utf-8")
+    # Gemma 3's is koraft's own: the base stage writes it into the packaged model's folder.
+    tokenizer.chat_template = chat_template() if family.startswith("gemma3") else \
+        (TEMPLATES / f"{family}.jinja").read_text(encoding="utf-8")
     return tokenizer
 
 

@@ -174,11 +174,16 @@ def set_param(project: Path, dotted: str, value) -> None:
 
 
 def commit_short_runs(project: Path, *sections: str, served: bool = True) -> None:
-    """Three training steps for each section, seconds of pretraining, a fifth of the sample (its CSV and
-    gorilla files), one quantized GGUF (none, and no served variant, with served=False), and short answers
-    with fewer bootstrap resamples for the evaluation, committed so `dvc exp run` starts from them."""
+    """The tiny presets (tiny-m, distilled offline into tiny-s) with seconds of pretraining, three training steps
+    for each section, a fifth of the sample (its CSV and gorilla files), one quantized GGUF (none, and no served
+    variant, with served=False), and short answers with fewer bootstrap resamples for the evaluation, committed
+    so `dvc exp run` starts from them."""
     inputs = yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))["validate"]["inputs"]
     set_param(project, "validate.inputs", [spec for spec in inputs if spec["format"] in ("csv", "gorilla")])
+    set_param(project, "model.preset", "tiny-m")
+    set_param(project, "distill.student.preset", "tiny-s")
+    set_param(project, "distill.teacher.mode", "offline")
+    set_param(project, "export.gguf.outtype", "f32")
     for section in sections:
         for key, value in {"max_steps": 3, "eval_steps": 2, "save_steps": 2, "logging_steps": 1}.items():
             set_param(project, f"{section}.args.{key}", value)

@@ -24,7 +24,8 @@ USER = "지시문\n\n<DOCUMENT>첫 문서.</DOCUMENT>\n<DOCUMENT>정답은 한�
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("families")
-    return {family: build_family_model(family, root / family) for family in ("gemma2", "llama3", "qwen2", "exaone4")}
+    return {family: build_family_model(family, root / family)
+            for family in ("gemma2", "gemma3", "llama3", "qwen2", "exaone4")}
 
 
 def load(folders, family):
@@ -41,6 +42,30 @@ def test_gemma2_folds_the_system_prompt_into_the_first_user_turn(folders):
     assert render_target(tokenizer, resolved.family, RECORD) == "한결시<end_of_turn>"
     assert attention_implementation(resolved) == "eager"  # on a CPU: soft-capped attention, no flash kernel
     assert load_model(resolved).config._attn_implementation == "eager"
+
+
+def test_gemma3_folds_the_system_prompt_as_its_template_does_and_ends_turns_with_end_of_turn(folders):
+    resolved, tokenizer = load(folders, "gemma3")
+    prompt = render_prompt(tokenizer, resolved.family, SYSTEM, RECORD)
+    assert prompt == f"<bos><start_of_turn>user\n{SYSTEM}\n\n{USER}<end_of_turn>\n<start_of_turn>model\n"
+    # An engine that sends the system turn as such (llama.cpp's server, vLLM) renders the same text.
+    as_sent = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER}]
+    assert tokenizer.apply_chat_template(as_sent, tokenize=False, add_generation_prompt=True) == prompt
+    turns = [{"role": "user", "content": "질문"}, {"role": "assistant", "content": " 답 "},
+             {"role": "user", "content": "또"}]
+    assert tokenizer.apply_chat_template(turns, tokenize=False) == (
+        "<bos><start_of_turn>user\n질문<end_of_turn>\n<start_of_turn>model\n답<end_of_turn>\n"
+        "<start_of_turn>user\n또<end_of_turn>\n")
+    with pytest.raises(Exception, match="roles must alternate"):
+        tokenizer.apply_chat_template(turns[:1] * 2, tokenize=False)
+    assert render_target(tokenizer, resolved.family, RECORD) == "한결시<end_of_turn>"
+    # The pretrained checkpoints (the packaged 270M) never learned <end_of_turn>: their answers end with <eos>.
+    pretrained = resolve_model({"name": str(folders["gemma3"]), "family": "gemma3_pt"})
+    assert render_prompt(tokenizer, pretrained.family, SYSTEM, RECORD) == prompt
+    assert render_target(tokenizer, pretrained.family, RECORD) == "한결시<eos>"
+    assert tokenizer.pad_token == "<pad>" != tokenizer.eos_token
+    assert attention_implementation(resolved) == "sdpa"  # no soft-capping: sdpa is exact
+    assert load_model(resolved).config._attn_implementation == "sdpa"
 
 
 def test_llama3_date_is_pinned_and_pad_is_not_eos(folders):

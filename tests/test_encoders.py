@@ -22,17 +22,21 @@ PAIRS = (["서울에서 만나요", "The cat sat on the mat.", ""], ["부산에�
 
 @pytest.fixture(scope="module")
 def encoder():
-    return resolve_encoder("auto", "tiny", {"tiny": PACKAGED_ENCODER, "default": "unused"}, "eval.cosine")
+    return resolve_encoder("auto", "local", {"local": PACKAGED_ENCODER, "default": "unused"}, "eval.cosine")
 
 
-def test_auto_picks_the_packaged_model_offline_for_tiny_presets_and_multilingual_ones_otherwise(encoder):
-    from koraft.evaluation.embeddings import AUTO_BERTSCORE, AUTO_COSINE
+def test_auto_picks_the_packaged_model_offline_for_local_presets_and_multilingual_ones_otherwise(encoder):
+    from koraft.evaluation.embeddings import AUTO_BERTSCORE, AUTO_COSINE, LOCAL
+    from koraft.models.presets import is_local
+
+    assert is_local("gemma-3-270m") and is_local("tiny-m") and not is_local("gemma-3-1b-it")
+    assert resolve_encoder("auto", LOCAL, AUTO_BERTSCORE, "eval.bertscore").name == PACKAGED_ENCODER
 
     assert encoder.name == PACKAGED_ENCODER and (encoder.source.endswith("model"))
     real = resolve_encoder("auto", "exaone4", AUTO_COSINE, "eval.cosine")
     assert "multilingual" in real.source
     assert resolve_encoder("auto", "gemma2", AUTO_BERTSCORE, "eval.bertscore").source.endswith("xlm-roberta-large")
-    assert resolve_encoder("/models/ko-sbert", "tiny", AUTO_COSINE, "eval.cosine").source == "/models/ko-sbert"
+    assert resolve_encoder("/models/ko-sbert", LOCAL, AUTO_COSINE, "eval.cosine").source == "/models/ko-sbert"
 
 
 def test_bertscore_equals_greedy_matching_of_the_chosen_layer(encoder):

@@ -52,7 +52,7 @@ def render_go(template: str, system: str, prompt: str) -> str:
     return text.replace("{{ .System }}", system).replace("{{ .Prompt }}", prompt)
 
 
-@pytest.mark.parametrize("family", ["tiny", "exaone4", "gemma2", "llama3", "qwen2"])
+@pytest.mark.parametrize("family", ["tiny", "exaone4", "gemma2", "gemma3", "gemma3_pt", "llama3", "qwen2"])
 def test_ollama_template_renders_what_the_chat_template_renders(family, tiny_models, tmp_path):
     folder = tiny_models / "tiny-s" if family == "tiny" else build_family_model(family, tmp_path / family)
     tokenizer = AutoTokenizer.from_pretrained(folder)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import unicodedata
 
 import pytest
+import torch
 from helpers import QUICK_PRETRAINING, ROOT
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -196,3 +197,34 @@ def test_pretraining_params_override_the_preset_schedule():
     specs = check_pretraining({"pretraining": {"tiny-m": {"epochs": 0.5}, "tiny-s": {}}})
     assert specs["tiny-m"].epochs == 0.5 and specs["tiny-m"].documents == TINY_SPECS["tiny-m"].pretraining.documents
     assert specs["tiny-s"] == TINY_SPECS["tiny-s"].pretraining
+
+
+def test_an_image_text_gemma3_loads_its_language_model_alone(tmp_path):
+    """Gemma 3 4B and up: the checkpoint holds a vision tower too; koraft trains and serves the text model."""
+    import dataclasses
+
+    from safetensors.torch import load_file
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3TextConfig, SiglipVisionConfig
+
+    from koraft.models.loading import linear_layer_names, load_model
+
+    text = Gemma3TextConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                            num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=256)
+    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                image_size=28, patch_size=14)
+    torch.manual_seed(0)
+    Gemma3ForConditionalGeneration(Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4,
+                                                image_token_index=299, boi_token_index=297, eoi_token_index=298)
+                                   ).save_pretrained(tmp_path)
+    assert PRESETS["gemma-3-4b-it"].image_text and not PRESETS["gemma-3-1b-it"].image_text
+    resolved = dataclasses.replace(resolve_model({"name": str(tmp_path), "family": "gemma3", "dtype": "float32"}),
+                                   image_text=True)
+    model = load_model(resolved)
+    saved = load_file(tmp_path / "model.safetensors")
+    assert type(model).__name__ == "Gemma3ForCausalLM"
+    assert not any("vision" in name for name, _ in model.named_parameters())
+    for name, tensor in model.state_dict().items():  # every text weight is the checkpoint's, none left random
+        source = "lm_head.weight" if name == "lm_head.weight" else "language_model." + name
+        expected = saved.get(source, saved["language_model.model.embed_tokens.weight"])
+        assert torch.equal(tensor, expected), name
+    assert "fc1" not in linear_layer_names(resolved) and "q_proj" in linear_layer_names(resolved)

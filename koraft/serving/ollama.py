@@ -18,6 +18,9 @@ TEMPLATES = {
     # No system role: koraft puts the system text at the head of the user turn.
     "gemma2": "<start_of_turn>user\n{{ if .System }}{{ .System }}\n\n{{ end }}{{ .Prompt }}<end_of_turn>\n"
               "<start_of_turn>model\n",
+    # Gemma 3's turns are Gemma-2's; koraft folds the system text into the user turn the same way.
+    "gemma3": "<start_of_turn>user\n{{ if .System }}{{ .System }}\n\n{{ end }}{{ .Prompt }}<end_of_turn>\n"
+              "<start_of_turn>model\n",
     # The date is the one koraft pins (koraft.models.presets), as in training.
     "llama3": "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n"
               "Today Date: 26 Jul 2024\n\n{{ if .System }}{{ .System }}{{ end }}<|eot_id|>"
@@ -27,6 +30,8 @@ TEMPLATES = {
     "qwen2": "<|im_start|>system\n{{ .System }}<|im_end|>\n<|im_start|>user\n{{ .Prompt }}<|im_end|>\n"
              "<|im_start|>assistant\n",
 }
+
+TEMPLATES["gemma3_pt"] = TEMPLATES["gemma3"]  # the same turns; answers end with <eos> (a stop token below)
 
 
 def modelfile(gguf_name: str, family: str, system_prompt: str, stops: list[str], num_ctx: int) -> str:

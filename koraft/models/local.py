@@ -1,0 +1,62 @@
+"""The base models koraft builds itself (the base stage): which ones a run needs, and building them.
+
+A preset without a hub id is built under `models/base/<preset>`: the tiny models from a config and a seed
+(koraft.models.tiny), Gemma 3 270M from its package and its layer-cut student (koraft.models.packaged). The
+stage builds only those that `model.preset` and `distill.student.preset` name, so the default pipeline
+spends no time pretraining tiny models it does not use, and `-S model.preset=tiny-m` builds them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from koraft.core.config import reject_unknown_keys, section
+from koraft.models.packaged import GEMMA_LAYERS, build_gemma, build_student, check_student_layers
+from koraft.models.presets import PRESETS
+from koraft.models.tiny import TINY_SPECS, build_tiny_model, check_pretraining
+
+STUDENT = "gemma-3-270m-student"
+STUDENT_SOURCE = "gemma-3-270m"  # the model the student's layers are cut from
+KEYS = {"pretraining", "student_layers"}
+
+
+def local_presets(params: dict[str, Any]) -> list[str]:
+    """The locally built presets the run names, each after the one it is built from."""
+    named = [part.get("preset") for part in (section(params, "model"),
+                                             section(section(params, "distill"), "student", "distill."))]
+    wanted = {name for name in named if name in PRESETS and PRESETS[name].hub_id is None}
+    if STUDENT in wanted:
+        wanted.add(STUDENT_SOURCE)
+    order = [name for name in PRESETS if name in wanted]
+    return sorted(order, key=lambda name: name == STUDENT)
+
+
+def build_local_models(params: dict[str, Any], out: Path) -> list[str]:
+    """Build every needed local preset into `out`, whole or not at all; returns their names."""
+    base = section(params, "base")
+    reject_unknown_keys(base, KEYS, "base")
+    specs = check_pretraining(base)
+    names = local_presets(params)
+    if STUDENT in names:
+        check_student_layers(base.get("student_layers"), GEMMA_LAYERS)
+    scratch = out.with_name(out.name + ".partial")
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    try:
+        for name in names:
+            if name in TINY_SPECS:
+                build_tiny_model(name, scratch / name, specs[name])
+            elif name == STUDENT:
+                build_student(scratch / STUDENT_SOURCE, scratch / name, base.get("student_layers"))
+            else:
+                build_gemma(scratch / name)
+            print(f"base: built {out / name}")
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(scratch, out)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    return names
