@@ -74,6 +74,7 @@ def stage_project(root: Path, stage: str, raft_rows: dict, tiny_models: Path, pa
         (root / "models/train/adapter").symlink_to(teacher)
     settings = copy.deepcopy(params)
     settings["model"]["preset"] = "tiny-s"
+    settings["distill"]["student"] = {"preset": "tiny-s"}  # the shipped params distill Gemma 3 270M
     section = settings[stage]
     section["method"] = "full"  # no LoRA dropout: both runs draw no random numbers once the data order is fixed
     section["launcher"] = launcher

@@ -24,6 +24,8 @@ pytestmark = [pytest.mark.slow]
 
 def eval_params(params: dict, **changes) -> dict:
     result = copy.deepcopy(params)
+    result["model"]["preset"] = "tiny-m"  # the tests' teacher and student (the shipped params name Gemma 3's)
+    result["distill"]["student"] = {"preset": "tiny-s"}
     result["eval"]["bootstrap"]["resamples"] = 200
     result["eval"]["variants"]["served"] = False  # tests/test_export.py serves the exported model
     for key, value in changes.items():

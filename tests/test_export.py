@@ -71,7 +71,7 @@ def exported(params, raft_rows, tiny_models, tmp_path_factory) -> Path:
     where = paths(root, tiny_models)
     train(raft_rows["train"][:8], [], model_params(params), quick(params, "lora", steps=6, learning_rate=1.0e-2),
           where)
-    metrics = export_model(where.adapter, root / "export", export_settings(params))
+    metrics = export_model(where.adapter, root / "export", export_settings(params, outtype="f32"))
     (root / "export.json").write_text(json.dumps(metrics))
     return root
 
@@ -166,6 +166,7 @@ def test_llama_cpp_server_answers_an_openai_chat_request_on_loopback(exported):
 @pytest.mark.slow
 def test_served_variant_is_scored_with_its_parity(exported, params, raft_rows, tiny_models):
     settings = copy.deepcopy(params)
+    settings["model"]["preset"] = "tiny-s"  # the exported adapter's base
     settings["eval"]["variants"] = {"finetuned": True, "served": True}
     settings["eval"]["served"]["gguf"] = ["f32", "q4_0"]
     settings["eval"]["bootstrap"]["resamples"] = 200
