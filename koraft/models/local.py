@@ -23,13 +23,16 @@ STUDENT_SOURCE = "gemma-3-270m"  # the model the student's layers are cut from
 KEYS = {"pretraining", "student_layers"}
 
 
+# Built together: a teacher and its students. Changing distill.student within a group then rebuilds the same
+# bytes, so train and the teacher cache are not rerun (`dvc exp run -S distill.student.preset=...`).
+GROUPS = (frozenset(TINY_SPECS), frozenset({STUDENT_SOURCE, STUDENT}))
+
+
 def local_presets(params: dict[str, Any]) -> list[str]:
-    """The locally built presets the run names, each after the one it is built from."""
-    named = [part.get("preset") for part in (section(params, "model"),
-                                             section(section(params, "distill"), "student", "distill."))]
-    wanted = {name for name in named if name in PRESETS and PRESETS[name].hub_id is None}
-    if STUDENT in wanted:
-        wanted.add(STUDENT_SOURCE)
+    """The locally built presets the run names, with the rest of their group, each after its source."""
+    named = {part.get("preset") for part in (section(params, "model"),
+                                             section(section(params, "distill"), "student", "distill."))}
+    wanted = set().union(*(group for group in GROUPS if group & named))
     order = [name for name in PRESETS if name in wanted]
     return sorted(order, key=lambda name: name == STUDENT)
 
