@@ -2,8 +2,9 @@
 
 A preset without a hub id is built under `models/base/<preset>`: the tiny models from a config and a seed
 (koraft.models.tiny), Gemma 3 270M from its package and its layer-cut student (koraft.models.packaged). The
-stage builds only those that `model.preset` and `distill.student.preset` name, so the default pipeline
-spends no time pretraining tiny models it does not use, and `-S model.preset=tiny-m` builds them.
+stage builds only the groups that `model.preset` and `distill.student.preset` name (the tiny models; Gemma 3
+270M with its student), so the default pipeline spends no time pretraining tiny models it does not use, and
+`-S model.preset=tiny-m` builds them.
 """
 
 from __future__ import annotations
