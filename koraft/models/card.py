@@ -15,7 +15,7 @@ import yaml
 
 from koraft.core.hashing import file_sha256
 from koraft.models.manifest import read_manifest
-from koraft.models.packaged import UPSTREAM
+from koraft.models.packaged import PRESET, STUDENT_PRESET, UPSTREAM
 
 # family -> (hub license id, license_name for "other", what to read before using the weights)
 LICENSES = {
@@ -28,7 +28,6 @@ LICENSES = {
     "qwen2": ("other", "qwen-research", "Qwen Research License for Qwen2.5-3B (other sizes: Apache-2.0)"),
     "tiny": ("other", "koraft-tiny", "random weights built by koraft/tiny.py; no upstream license"),
 }
-LOCAL_UPSTREAM = ("gemma-3-270m", "gemma-3-270m-student")  # built by the base stage from google/gemma-3-270m
 UNKNOWN_LICENSE = ("other", "see-base-model", "not known to koraft: read the base model's own card")
 EVALUATION = {"f1": "F1 (KorQuAD)", "exact_match": "EM", "rougeL": "ROUGE-L (Kiwi)", "chrf": "chrF",
               "bleu": "BLEU (Kiwi)", "bertscore_f1": "BERTScore-F1", "cosine": "cosine"}
@@ -46,7 +45,7 @@ def render_card(folder: Path, training: dict[str, Any], section: dict[str, Any],
              "library_name": "transformers" if method == "full" else "peft",
              "tags": ["koraft", "raft", "korean", "context-qa", method] + (["distillation"] if distilled else [])}
     if model["family"] != "tiny":
-        front["base_model"] = UPSTREAM if model["preset"] in LOCAL_UPSTREAM else model["source"]
+        front["base_model"] = UPSTREAM if model["preset"] in (PRESET, STUDENT_PRESET) else model["source"]
     loss, samples = training.get("loss", {}), training.get("samples", {}).get("train", {})
     lines = ["---", yaml.safe_dump(front, allow_unicode=True, sort_keys=False).strip(), "---", "",
              f"# {base}, {'distilled' if distilled else 'fine-tuned'} with koraft ({method})", "",

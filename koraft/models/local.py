@@ -15,12 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from koraft.core.config import reject_unknown_keys, section
-from koraft.models.packaged import GEMMA_LAYERS, build_gemma, build_student, check_student_layers
+from koraft.models.packaged import (
+    GEMMA_LAYERS,
+    PRESET,
+    STUDENT_PRESET,
+    build_gemma,
+    build_student,
+    check_student_layers,
+)
 from koraft.models.presets import PRESETS
 from koraft.models.tiny import TINY_SPECS, build_tiny_model, check_pretraining
 
-STUDENT = "gemma-3-270m-student"
-STUDENT_SOURCE = "gemma-3-270m"  # the model the student's layers are cut from
+STUDENT, STUDENT_SOURCE = STUDENT_PRESET, PRESET  # the student's layers are cut from its source
 KEYS = {"pretraining", "student_layers"}
 
 

@@ -32,6 +32,7 @@ BASE_RECORD = "koraft_base.json"
 TERMS = "GEMMA_TERMS.html"
 END_OF_TURN = "<end_of_turn>"
 GEMMA_LAYERS = 18  # Gemma 3 270M
+PRESET, STUDENT_PRESET = "gemma-3-270m", "gemma-3-270m-student"  # the presets built from the package
 
 
 def chat_template() -> str:
