@@ -66,7 +66,10 @@ def stage_project(root: Path, stage: str, raft_rows: dict, tiny_models: Path, pa
         shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy2(ROOT / "dvc.yaml", root / "dvc.yaml")
     (root / "data/raft").mkdir(parents=True)
-    write_jsonl(root / "data/raft/train.jsonl", raft_rows["train"][:32])
+    # 64 samples fill the 4 steps' 32 packed bins within one epoch (32 samples with 2 distractors packed into 17
+    # to 23 bins). An epoch's last, partial batch would not compare: accelerate evens it across the ranks by
+    # repeating samples.
+    write_jsonl(root / "data/raft/train.jsonl", raft_rows["train"][:64])
     write_jsonl(root / "data/raft/val.jsonl", raft_rows["val"][:8])
     (root / "models/train").mkdir(parents=True)
     (root / "models/base").symlink_to(tiny_models)
@@ -133,7 +136,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch_and_only_ran
     assert two == pytest.approx(one, rel=1e-4)
     assert_same_weights(single / "models/train/adapter", ddp / "models/train/adapter")
     metrics = json.loads((ddp / "metrics/train.json").read_text())
-    assert metrics["steps"] == 4 and metrics["samples"]["train"]["records"] == 32
+    assert metrics["steps"] == 4 and metrics["samples"]["train"]["records"] == 64
     assert not (ddp / "checkpoints/train").exists()
 
     outputs = (str(ddp / "models"), str(ddp / "metrics"))
