@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from koraft.data.readers import InputSpec
 from koraft.generation.call_cache import CallCache, Reply
 from koraft.generation.chunking import chunk_document, sentences
 from koraft.generation.config import check_generate
-from koraft.generation.documents import Document, Passage, find_documents, read_document
+from koraft.generation.documents import OLE_MAGIC, Document, Passage, find_documents, read_document
 from koraft.generation.generate import generate_to_files
 from koraft.generation.replies import hangul_share, judge_answer, parse_questions
 from koraft.generation.teachers import TeacherStopped
@@ -56,6 +57,7 @@ def write_docx(path: Path) -> Path:
 
 
 def write_hwpx(path: Path) -> Path:
+    """An HWPX document with two sections and a table; an HWP 5 (binary) one where the name ends in .hwp."""
     from hwpx import HwpxDocument
 
     document = HwpxDocument.new()
@@ -104,16 +106,38 @@ def test_unreadable_files_are_rejects_with_their_reason_not_a_crash(tmp_path):
     write_pdf(tmp_path / "locked.pdf", [FACTS[0]], password="secret")
     write_pdf(tmp_path / "blank.pdf", [""])
     (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4 not really")
-    (tmp_path / "old.hwp").write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504))
-    (tmp_path / "locked.docx").write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504))
+    (tmp_path / "old.hwp").write_bytes(OLE_MAGIC + bytes(504))  # a compound file, but no HWP in it
+    whole = write_hwpx(tmp_path / "whole.hwp").read_bytes()
+    (tmp_path / "whole.hwp").unlink()
+    (tmp_path / "cut.hwp").write_bytes(whole[:len(whole) // 2])
+    header = whole.index(b"HWP Document File")  # the FileHeader stream: signature, version, then the flags
+    locked = bytearray(whole)
+    locked[header + 36] |= 0b10  # the "password" flag
+    (tmp_path / "locked.hwp").write_bytes(locked)
+    (tmp_path / "locked.docx").write_bytes(OLE_MAGIC + bytes(504))
+    (tmp_path / "binary.hwpx").write_bytes(OLE_MAGIC + bytes(504))
     (tmp_path / "table.xlsx").write_bytes(b"PK")
     (tmp_path / ".DS_Store").write_bytes(b"\0")
     files, hidden = find_documents([str(tmp_path)])
     assert [path.name for path in hidden] == [".DS_Store"]
     reasons = {path.name: read_document(path).reason for path in files}
     assert reasons == {"locked.pdf": "encrypted", "blank.pdf": "no_text", "broken.pdf": "unreadable",
-                       "old.hwp": "hwp5_unsupported", "locked.docx": "encrypted", "table.xlsx": "unsupported_format"}
-    assert "save it as HWPX" in read_document(tmp_path / "old.hwp").detail
+                       "old.hwp": "unreadable", "cut.hwp": "unreadable", "locked.hwp": "encrypted",
+                       "locked.docx": "encrypted", "binary.hwpx": "encrypted", "table.xlsx": "unsupported_format"}
+    assert read_document(tmp_path / "cut.hwp").detail.startswith("Hwp5Error: ")
+    assert "password-protected" in read_document(tmp_path / "locked.hwp").detail
+
+
+def test_an_hwp_reads_like_its_hwpx_twin_through_current_python_hwpx_calls(tmp_path):
+    hwp, hwpx = write_hwpx(tmp_path / "공지.hwp"), write_hwpx(tmp_path / "공지.hwpx")
+    assert hwp.read_bytes()[:8] == OLE_MAGIC and hwpx.read_bytes()[:2] == b"PK"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # what python-hwpx 7.0 removes, koraft must not call
+        binary, zipped = read_document(hwp), read_document(hwpx)
+    assert binary.format == "hwp" and zipped.format == "hwpx"
+    assert [(p.where, p.text) for p in binary.passages] == [
+        ("section 1", f"{FACTS[3]}\n개관\t오전 9시"), ("section 2", FACTS[5])]
+    assert binary.passages == zipped.passages and binary.unconverted == {} == zipped.unconverted
 
 
 def test_chunks_end_at_sentences_stay_within_size_and_overlap_by_whole_sentences():
@@ -181,7 +205,8 @@ def test_an_endpoint_teacher_writes_records_that_validate_keeps_and_a_rerun_call
         "teacher_calls_made"] == metrics["teacher"]["calls"] == requests
     items = metrics["items"]
     assert metrics["files"] == {"found": 6, "read": 6, "hidden_skipped": 0, "rejected": 0, "rejected_by_reason": {},
-                                "by_format": {"docx": 1, "html": 1, "hwpx": 1, "markdown": 1, "pdf": 1, "text": 1}}
+                                "by_format": {"docx": 1, "html": 1, "hwpx": 1, "markdown": 1, "pdf": 1, "text": 1},
+                                "hwp_unconverted": {}}
     records = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
     rejects = [json.loads(line) for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
     assert items["requested"] == metrics["chunks"]["count"] * 3 == items["kept"] + items["rejected"]
@@ -192,6 +217,25 @@ def test_an_endpoint_teacher_writes_records_that_validate_keeps_and_a_rerun_call
                            params["validate"]["lengths"], params["validate"]["near_duplicates"])
     assert len(kept.records) == len(records) and not kept.rejects
     assert {record["provenance"].split(" ")[0].rsplit("/", 1)[-1] for record in records} >= {"안내.pdf", "공지.hwpx"}
+
+
+def test_hwp_files_become_records_and_a_damaged_one_a_counted_reject(params, tmp_path):
+    folder = tmp_path / "hwp"
+    folder.mkdir()
+    whole = write_hwpx(folder / "공지.hwp").read_bytes()
+    (folder / "잘린.hwp").write_bytes(whole[:4096])
+    with TeacherServer() as server:
+        metrics, _ = generated(settings_for(params, folder, server.url), tmp_path)
+    assert metrics["files"] == {"found": 2, "read": 1, "hidden_skipped": 0, "rejected": 1,
+                                "rejected_by_reason": {"unreadable": 1}, "by_format": {"hwp": 1},
+                                "hwp_unconverted": {}}
+    records = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+    rejects = [json.loads(line) for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
+    assert len(records) == metrics["items"]["kept"] > 0
+    assert {record["provenance"] for record in records} == {f"{folder / '공지.hwp'} section 1 .. section 2"}
+    assert any(FACTS[3] in record["context"] for record in records)
+    assert [(r["source"], r["reason"]) for r in rejects if r["step"] == "document"] == [
+        (str(folder / "잘린.hwp"), "unreadable")]
 
 
 def test_a_changed_prompt_calls_only_for_what_changed(params, documents, tmp_path):

@@ -2,10 +2,10 @@
 
 Each format goes through a well-kept parser: PDF through pypdf (one passage per page), DOCX through
 python-docx (per heading, tables as tab-separated rows), HWPX, the Hangul office format that is a zip
-of OWPML XML, through python-hwpx (per section, tables included), HTML through BeautifulSoup (per
-heading, scripts and navigation dropped), Markdown and plain text as written (per `#` heading).
-HWP 5, the binary .hwp, has no maintained parser for current Python (pyhwp supports Python 3.8 at
-most), so such a file is rejected with one line saying to save it as HWPX.
+of OWPML XML, and HWP 5, the binary .hwp, through python-hwpx (per section, tables included: it
+converts an .hwp into the same document model, and what it could not carry over is counted), HTML through
+BeautifulSoup (per heading, scripts and navigation dropped), Markdown and plain text as written (per `#`
+heading).
 
 Text is NFC. A file that cannot be read (encrypted, damaged, no text layer) becomes a
 DocumentReject with its reason; one bad file never stops the stage.
@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+import warnings
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 FORMATS = {".pdf": "pdf", ".docx": "docx", ".hwpx": "hwpx", ".hwp": "hwp", ".html": "html", ".htm": "html",
@@ -37,12 +38,13 @@ class Document:
     path: str
     format: str
     passages: list[Passage]
+    unconverted: dict[str, int] = field(default_factory=dict)  # .hwp: parts python-hwpx did not convert, by kind
 
 
 @dataclass(frozen=True)
 class DocumentReject:
     path: str
-    reason: str  # unsupported_format | hwp5_unsupported | encrypted | unreadable | no_text
+    reason: str  # unsupported_format | encrypted | unreadable | no_text
     detail: str
 
 
@@ -74,10 +76,12 @@ def read_document(path: Path) -> Document | DocumentReject:
             head = handle.read(8)
     except OSError as exc:
         return DocumentReject(str(path), "unreadable", exc.strerror or str(exc))
-    if kind == "hwp" or (kind in ("docx", "hwpx") and head == OLE_MAGIC):
-        return _ole_reject(path, kind)
+    if kind in ("docx", "hwpx") and head == OLE_MAGIC:
+        return DocumentReject(str(path), "encrypted", f"an OLE file, not a zip: a password-protected .{kind} (or an "
+                                                      f"old binary format); remove the password and save again")
+    unconverted: dict[str, int] = {}
     try:
-        passages = READERS[kind](path)
+        passages = _hwp(path, unconverted) if kind == "hwp" else READERS[kind](path)
     except _Encrypted as exc:
         return DocumentReject(str(path), "encrypted", str(exc))
     except Exception as exc:  # noqa: BLE001 - a parser's failure on one file is that file's reject
@@ -86,20 +90,11 @@ def read_document(path: Path) -> Document | DocumentReject:
     if not passages:
         hint = " (a scanned PDF has no text layer: OCR it first)" if kind == "pdf" else ""
         return DocumentReject(str(path), "no_text", f"no text found{hint}")
-    return Document(str(path), kind, passages)
+    return Document(str(path), kind, passages, unconverted)
 
 
 class _Encrypted(Exception):
     pass
-
-
-def _ole_reject(path: Path, kind: str) -> DocumentReject:
-    if kind == "hwp":
-        return DocumentReject(str(path), "hwp5_unsupported",
-                              "HWP 5 (binary .hwp) is not read: open it in 한/글 and save it as HWPX "
-                              "(파일 > 다른 이름으로 저장 > HWPX 문서), then list the .hwpx")
-    return DocumentReject(str(path), "encrypted", f"an OLE file, not a zip: a password-protected .{kind} "
-                                                  f"(or an old binary format); remove the password and save again")
 
 
 def _clean(text: str) -> str:
@@ -142,16 +137,47 @@ def _hwpx(path: Path) -> list[Passage]:
             "META-INF/manifest.xml" in archive.namelist()) else ""
     if "encryption-data" in manifest:
         raise _Encrypted("the HWPX is password-protected (its manifest lists encryption data)")
-    passages = []
     with HwpxDocument.open(str(path)) as document:
-        for number, section in enumerate(document.sections, 1):
-            lines = []
-            for paragraph in section.paragraphs:
-                if paragraph.text:
-                    lines.append(paragraph.text)
-                for table in paragraph.tables:
-                    lines += ["\t".join((cell.text or "").strip() for cell in row.cells) for row in table.rows]
-            passages.append(Passage("\n".join(lines), f"section {number}"))
+        return _hwpx_passages(document)
+
+
+# python-hwpx's codes for an .hwp whose body is encrypted (hwpx.errors.Hwp5Error)
+_HWP5_LOCKED = {"hwp5-password": "password-protected", "hwp5-distribution": "a distribution (read-only) document",
+                "hwp5-drm": "DRM-protected"}
+
+
+def _hwp(path: Path, unconverted: dict[str, int]) -> list[Passage]:
+    """An HWP 5 file through python-hwpx, which converts it into the HWPX document model; `unconverted` gets
+    the counts of what that conversion left out (python-hwpx warns of them too: counted here instead)."""
+    from hwpx import HwpxDocument
+    from hwpx.errors import Hwp5ConversionWarning, Hwp5Error
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Hwp5ConversionWarning)
+            document = HwpxDocument.open(str(path))
+    except Hwp5Error as exc:
+        if exc.code in _HWP5_LOCKED:
+            raise _Encrypted(f"the HWP is {_HWP5_LOCKED[exc.code]}: its body is encrypted") from exc
+        raise
+    with document:
+        report = document.conversion_report
+        unconverted.update(sorted(report.unconverted.items()) if report is not None else {})
+        return _hwpx_passages(document)
+
+
+def _hwpx_passages(document) -> list[Passage]:
+    """One passage per section of an open python-hwpx document: its paragraphs' text, tables as rows of
+    tab-separated cells."""
+    passages = []
+    for number, section in enumerate(document.sections, 1):
+        lines = []
+        for paragraph in section.paragraphs:
+            if paragraph.text:
+                lines.append(paragraph.text)
+            for table in paragraph.tables:
+                lines += ["\t".join((cell.text or "").strip() for cell in row.cells) for row in table.rows]
+        passages.append(Passage("\n".join(lines), f"section {number}"))
     return passages
 
 

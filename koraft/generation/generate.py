@@ -45,6 +45,8 @@ def generate_to_files(settings: dict[str, Any], records_path: Path, rejects_path
     seconds = round(time.perf_counter() - started, 2) if settings["inputs"] else 0.0  # nothing to do: a fixed file
     cost = {"seconds": seconds, "teacher_calls_made": run.calls_made,
             "cache_hits": run.cache_hits, "cache_torn_lines": cache.torn_lines}
+    for warning in run.warnings:
+        print(f"generate: warning: {warning}")
     return metrics, cost
 
 
@@ -55,6 +57,8 @@ class _Run:
         self.reasons: Counter = Counter()
         self.file_reasons: Counter = Counter()
         self.formats: Counter = Counter()
+        self.unconverted: Counter = Counter()  # .hwp parts python-hwpx could not convert, by kind
+        self.warnings: list[str] = []
         self.files = {"found": 0, "read": 0, "hidden_skipped": 0}
         self.chunks: list[Chunk] = []
         self.kept = 0
@@ -82,6 +86,11 @@ class _Run:
                 continue
             self.files["read"] += 1
             self.formats[document.format] += 1
+            if document.unconverted:
+                self.unconverted.update(document.unconverted)
+                parts = ", ".join(f"{kind} x{count}" for kind, count in document.unconverted.items())
+                self.warnings.append(f"{document.path}: python-hwpx did not convert {parts}; its text is read "
+                                     f"without them")
             self.chunks += chunk_document(document, chunking["size"], chunking["overlap"], measure)
 
     def ask_questions(self) -> list[tuple[Chunk, int, str]]:
@@ -188,7 +197,8 @@ class _Run:
         return {
             "files": {**self.files, "rejected": sum(self.file_reasons.values()),
                       "rejected_by_reason": dict(sorted(self.file_reasons.items())),
-                      "by_format": dict(sorted(self.formats.items()))},
+                      "by_format": dict(sorted(self.formats.items())),
+                      "hwp_unconverted": dict(sorted(self.unconverted.items()))},
             "chunks": {"count": len(self.chunks), "unit": self.settings["chunking"]["unit"],
                        "mean_length": round(sum(c.length for c in self.chunks) / len(self.chunks), 1)
                        if self.chunks else 0},
