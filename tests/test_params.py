@@ -9,9 +9,12 @@ import pytest
 import yaml
 from helpers import ROOT, set_dotted
 
-from koraft.core.config import check_seed
-from koraft.core.errors import ParamError
+from koraft.core.config import check_seed, load_params
+from koraft.core.errors import KoraftError, ParamError
 from koraft.data.config import check_raft, check_split, check_validate
+from koraft.models.presets import resolve_model
+from koraft.training.distill import check_distill, distill_settings
+from koraft.training.train import check_train, train_settings
 
 
 def broken(params, dotted_key, value):
@@ -47,6 +50,41 @@ def test_bad_value_names_its_key(params, check, key, value, named):
         check(broken(params, key, value))
     message = str(error.value)
     assert message.startswith(f"params.yaml: {named}:") and "\n" not in message
+
+
+MISSPELLED = {  # a misspelled key, the check that reads its section, the key it should have been
+    "model.revison": (lambda p: resolve_model(p["model"]), "revision"),
+    "distill.student.revison": (lambda p: resolve_model(p["distill"]["student"], key="distill.student"), "revision"),
+    "raft.num_distractor": (check_raft, "num_distractors"),
+    "raft.bm25.poool": (check_raft, "pool"),
+    "split.seeed": (check_split, None),  # near no known key: they are listed
+    "validate.unverified_quote": (check_validate, "unverified_quotes"),
+    "validate.near_duplicates.treshold": (check_validate, "threshold"),
+    "train.early_stop_patience": (lambda p: check_train(train_settings(p)), "early_stopping_patience"),
+    "distill.loss.alfa": (lambda p: check_distill(distill_settings(p)), "alpha"),
+    "distill.teacher.topk": (lambda p: check_distill(distill_settings(p)), "top_k"),
+}
+
+
+@pytest.mark.parametrize("dotted", MISSPELLED)
+def test_a_misspelled_key_is_refused_with_the_closest_known_one(params, dotted):
+    """A key no check reads would be a setting silently not applied (a revision pin never pinned)."""
+    check, meant = MISSPELLED[dotted]
+    *section, typo = dotted.split(".")
+    with pytest.raises(ParamError) as error:
+        check(broken(params, dotted, "x"))
+    message = str(error.value)
+    assert message.startswith(f"params.yaml: {'.'.join(section)}: unknown keys ['{typo}']") and "\n" not in message
+    assert (f"(did you mean '{typo}' -> '{meant}'?)" if meant else "(known keys: ratios, salt)") in message
+
+
+def test_an_unknown_top_level_key_is_refused_when_params_are_loaded(tmp_path):
+    text = (ROOT / "params.yaml").read_text(encoding="utf-8")
+    (tmp_path / "params.yaml").write_text(text + "\nseeds: 7\n", encoding="utf-8")
+    with pytest.raises(KoraftError) as error:
+        load_params(tmp_path / "params.yaml")
+    assert str(error.value) == (f"{tmp_path / 'params.yaml'}: unknown top-level keys ['seeds'] "
+                                f"(did you mean 'seeds' -> 'seed'?)")
 
 
 def test_yaml_exponent_without_dot_gets_a_hint(params):

@@ -6,6 +6,7 @@ dotted key otherwise, so a typo costs one line of output instead of a deep trace
 
 from __future__ import annotations
 
+import difflib
 import math
 import types
 import typing
@@ -15,6 +16,9 @@ from typing import Any
 import yaml
 
 from koraft.core.errors import KoraftError, ParamError
+
+# The top-level keys: the seed and one section per stage (or group of stages).
+SECTIONS = ("seed", "model", "generate", "validate", "split", "raft", "base", "train", "distill", "export", "eval")
 
 
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
@@ -29,6 +33,9 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
         raise KoraftError(f"{path}{line}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(params, dict):
         raise KoraftError(f"{path}: expected a mapping of sections")
+    unknown = sorted(set(params) - set(SECTIONS), key=str)
+    if unknown:
+        raise KoraftError(f"{path}: unknown top-level keys {unknown}{_closest(unknown, SECTIONS)}")
     return params
 
 
@@ -41,10 +48,19 @@ def section(params: dict[str, Any], name: str, prefix: str = "") -> dict[str, An
 
 
 def reject_unknown_keys(mapping: dict[str, Any], allowed: set[str], key: str, hint: str = "") -> None:
-    """ParamError naming `key` when `mapping` has keys outside `allowed`."""
-    unknown = set(mapping) - allowed
+    """ParamError naming `key` when `mapping` has keys outside `allowed`, with the closest known one: a
+    misspelled key would otherwise be a setting silently not applied."""
+    unknown = sorted(set(mapping) - allowed, key=str)
     if unknown:
-        raise ParamError(key, f"unknown keys {sorted(unknown)}" + (f"; {hint}" if hint else ""))
+        raise ParamError(key, f"unknown keys {unknown}{_closest(unknown, allowed)}" + (f"; {hint}" if hint else ""))
+
+
+def _closest(unknown: list, known) -> str:
+    """' (did you mean ...?)' for the unknown keys near a known one, else the known keys themselves."""
+    known = sorted(str(k) for k in known)
+    guesses = [f"{name!r} -> {match[0]!r}" for name in unknown
+               if (match := difflib.get_close_matches(str(name), known, n=1, cutoff=0.6))]
+    return f" (did you mean {', '.join(guesses)}?)" if guesses else f" (known keys: {', '.join(known)})"
 
 
 def check_number(params: dict, key: str, prefix: str, low: float, high: float, integer: bool = False) -> float:

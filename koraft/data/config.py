@@ -14,10 +14,13 @@ from koraft.data.split import SPLITS
 
 DISTRACTOR_SOURCES = ("random", "bm25")
 OMITTED_GOLDEN_TARGETS = ("recall", "abstain")
+RAFT_KEYS = {"num_distractors", "p_golden", "distractor_source", "bm25", "omitted_golden_target", "abstain_answer",
+             "instruction", "cot_instruction"}
 
 
 def check_validate(params: dict[str, Any]) -> tuple[dict[str, Any], list[InputSpec]]:
     validate = section(params, "validate")
+    reject_unknown_keys(validate, {"inputs", "unverified_quotes", "lengths", "near_duplicates"}, "validate")
     inputs = validate.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise ParamError("validate.inputs", "must be a non-empty list of {path, format, columns}")
@@ -51,6 +54,7 @@ def check_validate(params: dict[str, Any]) -> tuple[dict[str, Any], list[InputSp
     lengths = validate.get("lengths")
     if not isinstance(lengths, dict):
         raise ParamError("validate.lengths", "must map each text field to [min, max] characters")
+    reject_unknown_keys(lengths, set(TEXT_FIELDS), "validate.lengths")
     for name in TEXT_FIELDS:
         bounds = lengths.get(name)
         valid = isinstance(bounds, list) and len(bounds) == 2 and all(
@@ -61,6 +65,7 @@ def check_validate(params: dict[str, Any]) -> tuple[dict[str, Any], list[InputSp
 
     check_choice(validate, "unverified_quotes", "validate", UNVERIFIED_POLICIES)
     near = section(validate, "near_duplicates", "validate.")
+    reject_unknown_keys(near, {"threshold", "shingle_size", "num_perm", "bands"}, "validate.near_duplicates")
     check_number(near, "threshold", "validate.near_duplicates", 0.0, 1.0)
     check_number(near, "shingle_size", "validate.near_duplicates", 1, 64, integer=True)
     num_perm = check_number(near, "num_perm", "validate.near_duplicates", 8, 1024, integer=True)
@@ -96,6 +101,7 @@ def _check_table_keys(entry: dict[str, Any], fmt: str, key: str) -> dict[str, An
 
 def check_split(params: dict[str, Any]) -> dict[str, Any]:
     split = section(params, "split")
+    reject_unknown_keys(split, {"salt", "ratios"}, "split")
     check_number(split, "salt", "split", 0, 2**32 - 1, integer=True)
     ratios = split.get("ratios")
     if not isinstance(ratios, dict) or set(ratios) != set(SPLITS):
@@ -111,6 +117,7 @@ def check_split(params: dict[str, Any]) -> dict[str, Any]:
 
 def check_raft(params: dict[str, Any]) -> dict[str, Any]:
     raft = section(params, "raft")
+    reject_unknown_keys(raft, RAFT_KEYS, "raft")
     check_number(raft, "num_distractors", "raft", 0, 100, integer=True)
     check_number(raft, "p_golden", "raft", 0.0, 1.0)
     check_choice(raft, "distractor_source", "raft", DISTRACTOR_SOURCES)
@@ -118,6 +125,7 @@ def check_raft(params: dict[str, Any]) -> dict[str, Any]:
     for key in ("abstain_answer", "instruction", "cot_instruction"):
         check_text(raft, key, "raft")
     bm25 = section(raft, "bm25", "raft.")
+    reject_unknown_keys(bm25, {"k1", "b", "pool", "terms"}, "raft.bm25")
     check_number(bm25, "k1", "raft.bm25", 0.0, 10.0)
     check_number(bm25, "b", "raft.bm25", 0.0, 1.0)
     check_number(bm25, "pool", "raft.bm25", 1, 10**9, integer=True)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from koraft.core.config import reject_unknown_keys
 from koraft.core.errors import KoraftError, ParamError
 
 
@@ -106,8 +107,13 @@ class ResolvedModel:
     image_text: bool = False  # Gemma 3 4B and up: only the language model of the checkpoint is loaded
 
 
+MODEL_KEYS = {"preset", "name", "family", "revision", "dtype", "trust_remote_code", "attn_implementation"}
+
+
 def resolve_model(model: dict[str, Any], tiny_dir: str | Path = "models/base", key: str = "model") -> ResolvedModel:
     """Turn a model section (`model:`, `distill.student:`) into what to load, checking opt-ins; loads nothing."""
+    # A misspelled `revison` must not run on whatever the hub serves: every key is one koraft reads.
+    reject_unknown_keys(model, MODEL_KEYS | ({"system_prompt"} if key == "model" else set()), key)
     name, preset_name = model.get("name"), model.get("preset")
     revision = model.get("revision")
     if name:

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from koraft.core.config import check_choice, check_number, section
+from koraft.core.config import check_choice, check_number, reject_unknown_keys, section
 from koraft.core.errors import KoraftError, ParamError
 from koraft.core.hashing import folder_sha256
 from koraft.core.jsonl import write_json
@@ -80,12 +80,14 @@ def check_distill(distill: dict[str, Any]) -> KDSettings:
     """Structural checks of the distill section; returns the loss settings."""
     section(distill, "student", "distill.")  # checked in full by resolve_model, like model:
     teacher = section(distill, "teacher", "distill.")
+    reject_unknown_keys(teacher, {"mode", "top_k", "batch_size", "quantize", "quantization"}, "distill.teacher")
     check_choice(teacher, "mode", "distill.teacher", MODES)
     check_number(teacher, "top_k", "distill.teacher", 1, 10**6, integer=True)
     check_number(teacher, "batch_size", "distill.teacher", 1, 4096, integer=True)
     if not isinstance(teacher.get("quantize", False), bool):
         raise ParamError("distill.teacher.quantize", "must be true or false")
     loss = section(distill, "loss", "distill.")
+    reject_unknown_keys(loss, {"alpha", "divergence", "beta", "temperature"}, "distill.loss")
     alpha = check_number(loss, "alpha", "distill.loss", 0.0, 1.0)
     divergence = check_choice(loss, "divergence", "distill.loss", DIVERGENCES)
     temperature = check_number(loss, "temperature", "distill.loss", 0.01, 100.0)

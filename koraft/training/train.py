@@ -60,8 +60,13 @@ def train_settings(params: dict[str, Any]) -> dict[str, Any]:
     return {**train, "args": {**train["args"], "seed": check_seed(params)}}
 
 
+TRAIN_KEYS = {"method", "launcher", "accelerate", "lora", "quantization", "packing", "early_stopping_patience", "args"}
+DISTILL_KEYS = {"student", "teacher", "loss"}  # distill's own, beside the train keys it may override
+
+
 def check_train(train: dict[str, Any], key: str = "train") -> dict[str, Any]:
     """Structural checks that need no ML library; key names are checked against the libraries later."""
+    reject_unknown_keys(train, TRAIN_KEYS | (DISTILL_KEYS if key == "distill" else set()), key)
     if train.get("method") not in METHODS:
         raise ParamError(f"{key}.method", f"must be one of {', '.join(METHODS)}, got {train.get('method')!r}")
     for name in ("lora", "quantization", "args"):
