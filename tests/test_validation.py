@@ -61,6 +61,20 @@ def test_reject_preview_is_bounded_and_serializable():
     assert len(line) < 1000 and "characters)" in line
 
 
+def test_invalid_utf8_in_an_id_or_inside_a_list_is_a_reject_not_a_crash(tmp_path, validate_params):
+    context = "구래시의 대표 명소로는 늘하공원이 꼽힌다. 호수를 끼고 있다."
+    rest = f', "context": "{context}", "answer": "늘하공원"}}\n'.encode()
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b'{"id": "a\xff", "question": "' + "구래시의 명소는?".encode() + b'"' + rest
+                     + b'{"id": "b", "question": ["\xff"]' + rest
+                     + b'{"id": "c", "question": "' + "구래시의 명소는?".encode() + b'"' + rest)
+    result = validate_inputs([InputSpec(str(path), "jsonl")], validate_params["lengths"],
+                             validate_params["near_duplicates"])
+    assert result.metrics["kept"] == 1 and result.metrics["rejected"] == 2
+    assert [(r["reason"], r["field"]) for r in result.rejects] == [("invalid_utf8", "id"), ("wrong_type", "question")]
+    assert result.rejects[0]["raw"]["id"] == "a\\xff" and result.rejects[1]["raw"]["question"] == ["\\xff"]
+
+
 def _sources(result):
     return [r["source"] for r in result.records] + [r["source"] for r in result.rejects]
 

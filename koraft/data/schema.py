@@ -68,6 +68,8 @@ def check_record(raw: RawRecord, lengths: dict[str, list[int]], id_prefix: str =
     raw_id = values.get("id")
     if raw_id is not None and (isinstance(raw_id, bool) or not isinstance(raw_id, (str, int))):
         return reject("wrong_type", "id", f"'id' must be a string or integer, got {type(raw_id).__name__}")
+    if isinstance(raw_id, str) and has_invalid_utf8(raw_id):
+        return reject("invalid_utf8", "id", "'id' contains bytes that are not valid UTF-8")
 
     cleaned = {name: clean_text(values[name]) for name in TEXT_FIELDS if values.get(name) is not None}
     if "cot" in cleaned and not cleaned["cot"]:
@@ -105,11 +107,21 @@ def check_record(raw: RawRecord, lengths: dict[str, list[int]], id_prefix: str =
 
 
 def _preview(fields: dict[str, Any]) -> dict[str, Any]:
-    preview = {}
-    for name, value in fields.items():
-        if isinstance(value, str):
-            value = value.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates -> \xNN
-            if len(value) > _REJECT_PREVIEW_CHARS:
-                value = value[:_REJECT_PREVIEW_CHARS] + f"... ({len(value)} characters)"
-        preview[name] = value
-    return preview
+    return {name: _printable(value) for name, value in fields.items()}
+
+
+def _printable(value: Any) -> Any:
+    """A raw value as the rejects file can hold it: invalid UTF-8 as \\xNN escapes, at any depth of a list or
+    mapping (a surrogate cannot be written as UTF-8), long strings shortened."""
+    if isinstance(value, str):
+        try:  # the bytes that were not UTF-8 (read with surrogateescape) as \xNN
+            value = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:  # a lone surrogate from a JSON escape ("\\ud800") as \udNNN
+            value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value if len(value) <= _REJECT_PREVIEW_CHARS else (
+            value[:_REJECT_PREVIEW_CHARS] + f"... ({len(value)} characters)")
+    if isinstance(value, list):
+        return [_printable(item) for item in value]
+    if isinstance(value, dict):
+        return {_printable(str(key)): _printable(item) for key, item in value.items()}
+    return value
