@@ -188,12 +188,30 @@ class Misbehaving(BaseHTTPRequestHandler):
     mode = "garbage"
 
     def do_GET(self):  # noqa: N802 - the http.server interface
+        if self.mode in ("html models", "json models"):  # not a model list: a web page, or some other JSON
+            self.reply(200, "<html>login</html>" if self.mode == "html models" else json.dumps({"ok": True}))
+            return
         self.reply(200, json.dumps({"object": "list", "data": [{"id": "m", "object": "model"}]}))
 
     def do_POST(self):  # noqa: N802
         self.rfile.read(int(self.headers["Content-Length"]))
         if self.mode == "slow":
             time.sleep(1.0)
+        if self.mode == "trickle":  # a 200 that promises 100000 bytes, then sends one every 0.5 s
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            for _ in range(100000):
+                try:
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                except OSError:  # the client hung up
+                    return
+                time.sleep(0.5)
+            return
+        if self.mode == "hang":
+            time.sleep(60)
+            return
         self.reply(200, "<html>not json</html>" if self.mode == "garbage" else "{}")
 
     def reply(self, status: int, body: str):
@@ -233,6 +251,28 @@ def test_an_endpoint_that_answers_badly_stops_with_one_line_not_a_hang(mode, mis
     with pytest.raises(KoraftError, match=r"endpoint bad: the first 8 requests failed"):
         answer_all(endpoint, conversations(20), 8, requests)
     assert time.monotonic() - started < 15
+
+
+@pytest.mark.parametrize("mode", ["trickle", "hang"])
+def test_timeout_s_bounds_a_request_however_the_server_writes_and_giving_up_stops_what_is_in_flight(
+        mode, misbehaving):
+    """httpx's timeout is the gap between bytes: a reply trickled one byte at a time never trips it."""
+    endpoint = Endpoint("slow", misbehaving(mode), "m")
+    requests = {**REQUESTS, "timeout_s": 1.5, "retries": 0, "concurrency": 4}
+    started = time.monotonic()
+    with pytest.raises(KoraftError, match=r"endpoint slow: the first 8 requests failed, e.g. no whole answer "
+                                          r"within 1.5 s") if mode == "trickle" else pytest.raises(KoraftError):
+        answer_all(endpoint, conversations(20), 8, requests)
+    # Two rounds of 4 requests at 1.5 s each, and the 4 in flight stopped, not awaited: well under 2 x 60 s.
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("mode", ["html models", "json models"])
+def test_a_model_list_that_is_not_one_is_a_line_naming_the_endpoint(mode, misbehaving):
+    url = misbehaving(mode)
+    with pytest.raises(KoraftError, match=rf"endpoint odd: {url}/models did not answer an OpenAI model list "
+                                          r"\(.+\); is base_url the server's /v1 address\?"):
+        answer_all(Endpoint("odd", url, "m"), conversations(2), 8, REQUESTS)
 
 
 def test_an_endpoint_that_is_down_is_one_clear_line():

@@ -4,16 +4,19 @@ Each record goes as the conversation koraft's own variants render: the trained s
 user turn with the documents its fitted prompt showed, at temperature 0 with the evaluation's token
 limit. The endpoint applies its own chat template, which is what a parity figure checks.
 
-Requests run on a bounded pool with a timeout each and the openai client's retries (exponential
-backoff on connection errors, 408, 409, 429 and 5xx). A request that still fails is a counted
-failure, scored as an empty answer; an endpoint that does not answer at all is one clear error.
+Requests run on a bounded pool with the openai client's retries (exponential backoff on connection
+errors, 408, 409, 429 and 5xx). httpx's timeout bounds only the gap between bytes, so a server that
+trickles a reply would hold a request for ever: each request has its own client, which a watchdog
+closes once the request has run timeout_s x (retries + 1). A request that still fails is a counted
+failure, scored as an empty answer; an endpoint that does not answer at all is one clear error, and
+the requests still in flight are stopped rather than waited for.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,7 +116,8 @@ def check_reachable(client, endpoint: Endpoint) -> None:
     import openai
 
     try:
-        client.with_options(max_retries=1, timeout=min(10.0, client.timeout)).models.list()
+        listed = client.with_options(max_retries=1, timeout=min(10.0, client.timeout)).models.list()
+        [model.id for model in listed.data]  # noqa: B018 - what a model list holds; HTML or other JSON fails here
     except openai.APIConnectionError as exc:
         raise KoraftError(f"endpoint {endpoint.name}: {endpoint.base_url} is unreachable ({exc})") from None
     except openai.APIStatusError as exc:
@@ -121,6 +125,10 @@ def check_reachable(client, endpoint: Endpoint) -> None:
             raise KoraftError(f"endpoint {endpoint.name}: {endpoint.base_url} refused the key "
                               f"(HTTP {exc.status_code}); check {endpoint.api_key_env or 'api_key_env'}") from None
         # some servers do not list models; the chat requests will tell
+    except Exception as exc:  # noqa: BLE001 - an answer that is not a model list, whatever the parser raised
+        raise KoraftError(f"endpoint {endpoint.name}: {endpoint.base_url}/models did not answer an OpenAI model "
+                          f"list ({type(exc).__name__}: {str(exc)[:120]}); is base_url the server's /v1 "
+                          f"address?") from None
 
 
 @dataclass(frozen=True)
@@ -160,22 +168,43 @@ def ask(client, endpoint: Endpoint, messages: list[dict[str, str]], max_tokens: 
 def answer_all(endpoint: Endpoint, messages: dict[str, list[dict[str, str]]], max_tokens: int,
                requests: dict[str, Any]) -> EndpointAnswers:
     """Every record's answer from the endpoint; failures are counted, never silently dropped."""
-    client = client_for(endpoint, requests)
-    check_reachable(client, endpoint)
+    probe = client_for(endpoint, requests)
+    check_reachable(probe, endpoint)
+    probe.close()
+    limit = requests["timeout_s"] * (requests["retries"] + 1)
     result = EndpointAnswers(outputs={}, stopped={}, new_tokens={})
     started = time.perf_counter()
+    waiting = iter(messages.items())
+    running: dict[Future, tuple[str, Any, float]] = {}  # future -> (record id, its client, when it started)
+    timed_out: set[str] = set()
     pool = ThreadPoolExecutor(max_workers=requests["concurrency"])
+
+    def start_next() -> None:  # one request per free worker, so each starts when it is submitted
+        for record_id, conversation in waiting:
+            client = client_for(endpoint, requests)
+            running[pool.submit(ask, client, endpoint, conversation, max_tokens)] = (
+                record_id, client, time.monotonic())
+            return
+
     try:
-        pending = {pool.submit(ask, client, endpoint, conversation, max_tokens): record_id
-                   for record_id, conversation in messages.items()}
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+        for _ in range(requests["concurrency"]):
+            start_next()
+        while running:
+            done, _ = wait(running, timeout=0.25, return_when=FIRST_COMPLETED)
+            for future, (record_id, client, since) in running.items():
+                if future not in done and time.monotonic() - since > limit and record_id not in timed_out:
+                    timed_out.add(record_id)
+                    client.close()  # the request's reads fail now, however slowly the server writes
             for future in done:
-                record_id = pending.pop(future)
+                record_id, client, _ = running.pop(future)
+                client.close()
+                start_next()
                 try:
                     text, stopped, tokens = future.result()
                 except Exception as exc:  # noqa: BLE001 - any failure of one request is that record's failure
-                    result.failures[record_id] = f"{type(exc).__name__}: {str(exc)[:200]}"
+                    result.failures[record_id] = (f"no whole answer within {limit:g} s (eval.requests.timeout_s x "
+                                                  f"(retries + 1))" if record_id in timed_out
+                                                  else f"{type(exc).__name__}: {str(exc)[:200]}")
                     if not result.outputs and len(result.failures) >= min(GIVE_UP_AFTER, len(messages)):
                         raise KoraftError(f"endpoint {endpoint.name}: the first {len(result.failures)} requests "
                                           f"failed, e.g. {result.failures[record_id]}") from None
@@ -183,6 +212,8 @@ def answer_all(endpoint: Endpoint, messages: dict[str, list[dict[str, str]]], ma
                 result.outputs[record_id], result.stopped[record_id] = text, stopped
                 result.new_tokens[record_id] = tokens
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        for _, client, _ in running.values():  # giving up: stop what is in flight instead of waiting for it
+            client.close()
+        pool.shutdown(wait=False, cancel_futures=True)
     result.seconds = time.perf_counter() - started
     return result
