@@ -264,12 +264,26 @@ def test_a_predictions_file_with_many_bad_lines_reports_the_first_twenty_at_once
     ({"endpoints": [{"name": "e", "base_url": "http://127.0.0.1:8000/v1", "model": "m", "api_key": "sk-1"}]},
      r"eval.endpoints\[0\]: unknown keys \['api_key'\]"),
     ({"requests": {"concurrency": 0, "timeout_s": 1.0, "retries": 0}}, r"eval.requests.concurrency: must be in"),
+    # Knowable from params and the environment: refused before any variant generates, not after.
+    ({"endpoints": [{"name": "e", "base_url": "http://127.0.0.1:8000/v1", "model": "m",
+                     "api_key_env": "KORAFT_TEST_UNSET_KEY"}]},
+     r"eval.endpoints\[0\].api_key_env: names KORAFT_TEST_UNSET_KEY, which is not set in this environment"),
     ({"variants": {"finetuned": True, "served": True}, "served": {"gguf": [], "compare_to": "finetuned",
                                                                   "threads": 2}}, r"eval.served.gguf: a list of"),
 ])
 def test_bad_eval_params_are_one_line(change, message, params, raft_rows, tmp_path):
     with pytest.raises(ParamError, match=message):
         evaluate(raft_rows["test"][:2], eval_params(params, **change), unused_paths(tmp_path))
+
+
+@pytest.mark.parametrize("pasted", ["sk-proj-Zx81kQ2mVb7R", "sk_live_51Hq8e2K", "hf_AbCdEfGh1234", "Bearer 9f8e7d"])
+def test_a_key_pasted_as_api_key_env_is_refused_without_echoing_it(pasted, params, raft_rows, tmp_path):
+    endpoint = {"name": "e", "base_url": "http://127.0.0.1:8000/v1", "model": "m", "api_key_env": pasted}
+    with pytest.raises(ParamError) as raised:
+        evaluate(raft_rows["test"][:2], eval_params(params, endpoints=[endpoint]), unused_paths(tmp_path))
+    message = str(raised.value)
+    assert message.startswith("params.yaml: eval.endpoints[0].api_key_env: ") and "(the value is not shown)" in message
+    assert pasted not in message and pasted[3:9] not in message
 
 
 def unused_paths(root) -> EvalPaths:

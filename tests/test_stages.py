@@ -173,6 +173,19 @@ def test_model_stage_bad_param_is_one_line(name, key, value, expected, reproduce
     assert result.stderr.startswith(f"{name}: error: {expected}") and result.stderr.count("\n") == 1
 
 
+def test_a_train_param_clash_is_one_line_with_no_library_warnings_before_it(reproduced, tmp_path):
+    """Early stopping loads the best checkpoint, which needs save_steps a multiple of eval_steps: transformers
+    says so when the trainer is built, after the model has loaded, unless koraft asks it first."""
+    project = tmp_path / "clash"
+    shutil.copytree(reproduced, project)
+    set_param(project, "train.early_stopping_patience", 3)
+    set_param(project, "train.args.save_steps", 3)  # eval_steps: 2
+    result = stage("train", project, check=False)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr  # no FutureWarning lines first
+    assert result.stderr.startswith("train: error: params.yaml: train.args: --load_best_model_at_end requires the "
+                                    "saving steps to be a round multiple of the evaluation steps")
+
+
 def test_distill_stage_reuses_the_teacher_cache_across_student_experiments(distilled, tmp_path):
     project = tmp_path / "distill"
     shutil.copytree(distilled[0], project)

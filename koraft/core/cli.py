@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,11 +12,18 @@ from koraft.core.errors import KoraftError
 
 
 def run_stage(name: str, main: Callable[[], None]) -> None:
-    try:
-        main()
-    except KoraftError as exc:
-        print(f"{name}: error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    """Run a stage's main: a KoraftError is its one line on stderr and exit code 1. The libraries' warnings
+    (deprecations, hardware notes) are held until the stage ends: printed after a success, dropped on a failure,
+    whose one line would otherwise come after a screen of them."""
+    with warnings.catch_warnings(record=True) as held:
+        try:
+            main()
+        except KoraftError as exc:
+            print(f"{name}: error: {exc}", file=sys.stderr)
+            sys.exit(1)
+    for warning in held:
+        print(warnings.formatwarning(warning.message, warning.category, warning.filename, warning.lineno,
+                                     warning.line), file=sys.stderr, end="")
 
 
 def stage_paths(name: str, *options: str) -> argparse.Namespace:

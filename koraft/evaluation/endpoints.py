@@ -77,6 +77,9 @@ def check_endpoints(settings: dict[str, Any], taken: set[str]) -> list[Endpoint]
         if entry["name"] in taken:
             raise ParamError(f"{key}.name", f"{entry['name']!r} is already the name of another system")
         check_key_env(entry.get("api_key_env"), f"{key}.api_key_env")
+        if entry.get("api_key_env") and not os.environ.get(entry["api_key_env"]):  # known now, not after generating
+            raise ParamError(f"{key}.api_key_env", f"names {entry['api_key_env']}, which is not set in this "
+                                                   f"environment: export it before the run")
         extra = entry.get("extra_body")
         if extra is not None and not isinstance(extra, dict):
             raise ParamError(f"{key}.extra_body", f"must be a mapping of request fields, got {extra!r}")
@@ -94,9 +97,23 @@ def check_base_url(base_url: str, key: str) -> str:
 
 
 def check_key_env(env: Any, key: str) -> None:
-    """api_key_env names an environment variable (the key itself never appears in params)."""
-    if env is not None and (not isinstance(env, str) or not env.isidentifier()):
-        raise ParamError(key, f"names an environment variable, got {env!r}")
+    """api_key_env names an environment variable (the key itself never appears in params). Whatever else it
+    holds is not echoed: it may be a key pasted in the wrong place."""
+    if env is None:
+        return
+    if not isinstance(env, str) or not env.isidentifier() or _looks_like_a_key(env):
+        looks = "holds what looks like an API key" if isinstance(env, str) and _looks_like_a_key(env) else (
+            "is not a variable name (letters, digits and _)")
+        raise ParamError(key, f"{looks}: put the key in an environment variable and name that variable here "
+                              f"(the value is not shown)")
+
+
+def _looks_like_a_key(value: str) -> bool:
+    """Providers' key prefixes, or a long mix of cases and digits no one names a variable with."""
+    if value.startswith(("sk-", "sk_", "hf_", "gsk_", "xai-", "AIza", "pk-")):
+        return True
+    return len(value) >= 32 and any(c.isdigit() for c in value) and any(c.islower() for c in value) and any(
+        c.isupper() for c in value)
 
 
 def client_for(endpoint: Endpoint, requests: dict[str, Any]):

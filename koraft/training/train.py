@@ -122,7 +122,10 @@ def check_library_settings(train: dict[str, Any], key: str = "train") -> None:
     max_steps = train["args"].get("max_steps", -1)
     if max_steps == 0 or max_steps < -1:
         raise ParamError(f"{key}.args.max_steps", f"must be -1 (use num_train_epochs) or above 0, got {max_steps}")
-    sft_config(train["args"], Path("unused"), has_eval=True, early_stopping=False, key=key)
+    # As the run builds it when there is a val split: early stopping (load_best_model_at_end) needs save_steps
+    # to be a multiple of eval_steps, which transformers checks only here, before any model loads.
+    sft_config(train["args"], Path("unused"), has_eval=True, early_stopping=train.get("early_stopping_patience", 0) > 0,
+               key=key)
     check_fields(train["lora"], LoraConfig, f"{key}.lora")
     lora_config(train["lora"], key)
     if train["method"] == "qlora":
@@ -178,7 +181,11 @@ def sft_config(args: dict[str, Any], output_dir: Path, has_eval: bool, early_sto
     try:
         return SFTConfig(**settings)
     except (TypeError, ValueError) as exc:
-        raise ParamError(f"{key}.args", str(exc).strip().splitlines()[0]) from None
+        message = str(exc).strip().splitlines()[0]
+        if "load_best_model_at_end" in message:
+            message += (f" ({key}.early_stopping_patience > 0 loads the best checkpoint: set save_steps to a "
+                        f"multiple of eval_steps, or the patience to 0)")
+        raise ParamError(f"{key}.args", message) from None
 
 
 def last_checkpoint(checkpoints: Path) -> Path | None:
