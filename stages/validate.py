@@ -5,7 +5,6 @@ The generate stage's records (--generated) are one more input when it wrote any.
 
 from koraft.core.cli import run_stage, stage_paths
 from koraft.core.config import check_inside, load_params
-from koraft.core.errors import KoraftError
 from koraft.core.jsonl import write_json
 from koraft.data.config import check_validate
 from koraft.data.readers import HUB_PREFIX, InputSpec
@@ -21,10 +20,7 @@ def main() -> None:
     if paths.generated.is_file() and paths.generated.stat().st_size:
         specs = [*specs, InputSpec(str(paths.generated), "jsonl")]
     m = validate_to_files(specs, validate["lengths"], validate["near_duplicates"], paths.records, paths.rejects,
-                          validate["unverified_quotes"])
-    if not m["kept"]:
-        raise KoraftError(f"validate kept 0 of {m['raw']} raw records {m['rejected_by_reason']}; "
-                          f"see {paths.rejects} for each reason")
+                          validate["unverified_quotes"], refuse_empty=True)
     write_json(paths.metrics, m)
     print(f"validate: {m['raw']} raw records -> {m['kept']} kept, {m['rejected']} rejected "
           f"{m['rejected_by_reason']}; {m['documents']} documents; quotes {m['quotes']}")

@@ -107,6 +107,22 @@ def test_unreadable_input_file_is_one_clear_line(tmp_path, content, expected):
     assert list((project / "data/validated").iterdir()) == []  # no partial rejects.jsonl of the files before
 
 
+def test_a_validate_run_keeping_nothing_leaves_the_previous_outputs_as_they_were(tmp_path):
+    project = make_project(tmp_path / "rerun")
+    stage("validate", project)
+    outputs = [project / "data/validated/records.jsonl", project / "data/validated/rejects.jsonl",
+               project / "metrics/validate.json"]
+    before = [path.read_bytes() for path in outputs]
+    (project / "data/raw/bad.jsonl").write_text('{"question": "질문"}\n', encoding="utf-8")
+    edit_params(project, lambda params: params["validate"].update(inputs=[{"path": "data/raw/bad.jsonl"}]))
+    result = stage("validate", project, check=False)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("validate: error: validate kept 0 of 1 raw records {'missing_field': 1}, e.g. "
+                                    "data/raw/bad.jsonl:1: 'context' is missing; the previous outputs are left")
+    assert [path.read_bytes() for path in outputs] == before
+    assert sorted(path.name for path in (project / "data/validated").iterdir()) == ["records.jsonl", "rejects.jsonl"]
+
+
 def test_a_raft_stage_failing_on_a_later_split_leaves_no_split_written(tmp_path):
     project = make_project(tmp_path / "raft-fails")
     set_param(project, "raft.num_distractors", 100)  # the train split has enough documents, val does not

@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from koraft.core.errors import KoraftError
 from koraft.core.jsonl import jsonl_line
 from koraft.data.neardup import DocumentGrouper, text_hash
 from koraft.data.outputs import written_whole
@@ -32,17 +33,25 @@ QUOTE_OUTCOMES = ("verbatim", "folded", "unverified_kept", "stripped", "rejected
 
 def validate_to_files(specs: list[InputSpec], lengths: dict[str, list[int]], near: dict[str, Any],
                       records_path: str | Path, rejects_path: str | Path,
-                      unverified_quotes: str = "reject") -> dict[str, Any]:
+                      unverified_quotes: str = "reject", refuse_empty: bool = False) -> dict[str, Any]:
     """Stream every raw record to the records or the rejects file; returns the metrics.
 
     Pass 1 reads the inputs once, writes rejects as they come and kept records (still without
     doc ids) to a scratch file, and keeps only what deduplication and grouping need: a digest and
     source per kept record, a MinHash signature per distinct document. Pass 2 copies the scratch
     file to records_path with each record's doc id. Memory does not hold the texts. Both files
-    appear only when every input has been read: a failure leaves neither.
+    appear only when every input has been read: a failure leaves neither. With `refuse_empty`, keeping no
+    record is such a failure (KoraftError, with the first reject's reason), and the previous outputs stay.
     """
     with written_whole(records_path, rejects_path) as (records_partial, rejects_partial):
-        return _validate(specs, lengths, near, records_partial, rejects_partial, unverified_quotes)
+        metrics = _validate(specs, lengths, near, records_partial, rejects_partial, unverified_quotes)
+        if refuse_empty and not metrics["kept"]:
+            with open(rejects_partial, encoding="utf-8") as rejects:
+                first = json.loads(rejects.readline() or "null")
+            example = f", e.g. {first['source']}: {first['detail']}" if first else ""
+            raise KoraftError(f"validate kept 0 of {metrics['raw']} raw records {metrics['rejected_by_reason']}"
+                              f"{example}; the previous outputs are left as they were")
+    return metrics
 
 
 def _validate(specs: list[InputSpec], lengths: dict[str, list[int]], near: dict[str, Any],
