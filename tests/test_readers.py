@@ -45,6 +45,28 @@ def test_jsonl_bom_and_crlf(tmp_path):
     assert all(r.problem is None and r.fields["question"] == "질문" for r in records)
 
 
+@pytest.mark.parametrize("encoding, name", [("utf-16", "UTF-16"), ("utf-16-be", "UTF-16"), ("utf-32", "UTF-32")])
+@pytest.mark.parametrize("fmt", ["jsonl", "json", "csv"])
+def test_a_utf16_or_utf32_file_is_refused_by_its_encoding_not_read_as_garbage(tmp_path, encoding, name, fmt):
+    record = {"question": "질문", "context": DOC, "answer": "답"}
+    text = {"jsonl": json.dumps(record, ensure_ascii=False) + "\n", "json": json.dumps([record], ensure_ascii=False),
+            "csv": f"question,context,answer\n질문,{DOC},답\n"}[fmt]
+    path = tmp_path / f"unicode.{fmt}"
+    path.write_bytes(("\ufeff" + text).encode(encoding))  # with its byte order mark, as Windows saves it
+    with pytest.raises(InputError) as error:
+        read(path, fmt)
+    assert str(error.value) == f"{path}:1: is {name} text (its byte order mark says so): save it as UTF-8"
+
+
+@pytest.mark.parametrize("content", [b"", b"\n\n  \n"])
+def test_an_empty_jsonl_file_is_one_line_like_the_other_formats(tmp_path, content):
+    path = tmp_path / "empty.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(InputError) as error:
+        read(path, "jsonl")
+    assert str(error.value) == f"{path}:1: empty file, expected one JSON object per line"
+
+
 def test_invalid_utf8_is_isolated_to_its_record(tmp_path):
     path = tmp_path / "a.jsonl"
     good = json.dumps({"question": "질문", "context": DOC, "answer": "답"}, ensure_ascii=False).encode()

@@ -136,7 +136,7 @@ def test_a_raft_stage_failing_on_a_later_split_leaves_no_split_written(tmp_path)
 @pytest.mark.parametrize("inputs, expected", [
     ([{"path": "/etc/hostname", "format": "jsonl"}],
      "params.yaml: validate.inputs[0].path: /etc/hostname is outside data/raw/, which dvc.yaml tracks"),
-    ([{"path": "data/raw/empty.jsonl"}], "validate kept 0 of 0 raw records"),
+    ([{"path": "data/raw/empty.jsonl"}], "data/raw/empty.jsonl:1: empty file, expected one JSON object per line"),
     ([{"path": "data/raw/bad.jsonl"}], "validate kept 0 of 1 raw records {'missing_field': 1}"),
 ])
 def test_inputs_outside_the_tracked_folder_or_keeping_nothing_fail_in_one_line(tmp_path, inputs, expected):

@@ -110,7 +110,22 @@ def _open(path: str, **text_mode):
         raise InputError(path, f"cannot read: {exc.strerror}") from None
 
 
+_WIDE_BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16",
+              b"\xfe\xff": "UTF-16"}  # UTF-32 first: its little-endian mark starts like UTF-16's
+
+
+def _refuse_wide_encoding(path: str) -> None:
+    """A text input in UTF-16 or UTF-32 (Excel's and Notepad's "Unicode" saves) is refused by name: read as
+    UTF-8, each of its lines would be an invalid_json or bad-column reject with no word of the encoding."""
+    with _open(path) as handle:
+        head = handle.read(4)
+    for bom, encoding in _WIDE_BOMS.items():
+        if head.startswith(bom):
+            raise InputError(path, f"is {encoding} text (its byte order mark says so): save it as UTF-8", line=1)
+
+
 def _read_text(path: str) -> str:
+    _refuse_wide_encoding(path)
     with _open(path) as handle:
         data = handle.read()
     if data.startswith(b"\xef\xbb\xbf"):
@@ -120,6 +135,7 @@ def _read_text(path: str) -> str:
 
 def _lines(path: str) -> Iterator[tuple[int, str]]:
     """(line number, line without its end) one at a time; a UTF-8 BOM on the first line is dropped."""
+    _refuse_wide_encoding(path)
     with _open(path) as handle:
         for number, raw in enumerate(handle, start=1):
             if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
@@ -128,14 +144,18 @@ def _lines(path: str) -> Iterator[tuple[int, str]]:
 
 
 def _jsonl_objects(path: str) -> Iterator[tuple[str, Any, tuple[str, str] | None]]:
+    blank = True
     for number, line in _lines(path):
         if not line.strip():
             continue
+        blank = False
         source = f"{path}:{number}"
         try:
             yield source, json.loads(line), None
         except json.JSONDecodeError as exc:
             yield source, None, ("invalid_json", f"column {exc.colno}: {exc.msg}")
+    if blank:  # as the other formats' empty files: a wrong path or an export that wrote nothing
+        raise InputError(path, "empty file, expected one JSON object per line", line=1)
 
 
 def _json_array_objects(path: str, text: str) -> Iterator[tuple[str, Any, None]]:
@@ -191,6 +211,7 @@ def _map_objects(spec: InputSpec, objects: Iterator) -> Iterator[RawRecord]:
 
 
 def _delimited(spec: InputSpec) -> Iterator[RawRecord]:
+    _refuse_wide_encoding(spec.path)
     with _open(spec.path, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
         yield from _delimited_rows(spec, handle)
 
