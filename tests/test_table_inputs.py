@@ -81,6 +81,26 @@ def test_an_xlsx_empty_cell_is_a_reject_with_its_reason_and_the_counts_add_up(tm
     assert result.records[0]["cot"] is None  # an empty optional cell is no chain of thought
 
 
+def test_merged_cells_read_as_shown_and_a_formula_without_a_saved_value_is_named(tmp_path, validate_params):
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "QA"
+    for row in (["question", "context", "answer"], ["수도는?", DOC, "서울특별시"], ["인구는?", None, "약 940만 명"],
+                ["올림픽은?", DOC, "=C2"], ["개최 연도는?", DOC, "1988년"]):
+        sheet.append(row)
+    sheet.merge_cells("B2:B3")  # two questions on one document, as people lay such sheets out
+    sheet.merge_cells("C5:D5")  # a merge beside the columns read changes nothing
+    path = tmp_path / "merged.xlsx"
+    book.save(path)  # openpyxl writes formulas without a computed value, as scripts and some exports do
+    result = validate_inputs([InputSpec(str(path), "xlsx")], validate_params["lengths"],
+                             validate_params["near_duplicates"])
+    assert [(r["question"], r["context"], r["answer"]) for r in result.records] == [
+        ("수도는?", DOC, "서울특별시"), ("인구는?", DOC, "약 940만 명"), ("개최 연도는?", DOC, "1988년")]
+    (reject,) = result.rejects
+    assert (reject["source"], reject["reason"]) == (f"{path}:QA!4", "formula_not_computed")
+    assert reject["detail"].startswith("'answer' is the formula =C2 with no saved value")
+
+
 def test_parquet_streams_in_batches_with_row_indices_and_squad_shaped_answers(tmp_path):
     count = 10_000  # more than one batch
     table = pyarrow.table({

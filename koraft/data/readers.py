@@ -354,12 +354,60 @@ def _sheet_records(spec: InputSpec, workbook) -> Iterator[RawRecord]:
         raise InputError(spec.path, f"sheet {sheet.title!r} has no header row {spec.header_row}", line=spec.header_row)
     header = [_cell_text(cell).strip() for cell in header_cells]
     wanted = _column_positions(spec, header, line=spec.header_row)
+    merged, uncomputed = _sheet_layout(sheet)
+    starting = sorted(merged)  # by first row: each joins `active` when the rows reach it
+    active: list[tuple[tuple[int, int, int, int], str]] = []  # (range, the text of its first cell)
     for number, cells in enumerate(rows, start=spec.header_row + 1):
         texts = [_cell_text(cell) for cell in cells]
+        texts += [""] * (len(header) - len(texts))  # trailing empty cells may be left out of a row
+        while starting and starting[0][0] <= number:
+            span = starting.pop(0)
+            if span[0] == number:  # ranges that start above the data rows (a merged header) are left alone
+                active.append((span, texts[span[1] - 1] if span[1] <= len(texts) else ""))
+        active = [(span, text) for span, text in active if span[2] >= number]
+        for (_, first_column, _, last_column), text in active:  # the text a user sees in every merged cell
+            for column in range(first_column, min(last_column, len(texts)) + 1):
+                texts[column - 1] = text
         if not any(text.strip() for text in texts):
             continue
-        texts += [""] * (len(header) - len(texts))  # trailing empty cells may be left out of a row
-        yield RawRecord(f"{spec.path}:{sheet.title}!{number}", {name: texts[i] for name, i in wanted.items()})
+        source = f"{spec.path}:{sheet.title}!{number}"
+        fields = {name: texts[i] for name, i in wanted.items()}
+        formulas = [(name, uncomputed[number, i + 1]) for name, i in wanted.items()
+                    if not texts[i] and (number, i + 1) in uncomputed]
+        if formulas:
+            name, formula = formulas[0]
+            yield RawRecord(source, fields, ("formula_not_computed", f"'{name}' is the formula ={formula} with no "
+                                             f"saved value (a file written by a program, not saved in Excel): "
+                                             f"open and save it in Excel or LibreOffice"))
+            continue
+        yield RawRecord(source, fields)
+
+
+_SHEET_NS = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+
+
+def _sheet_layout(sheet) -> tuple[list[tuple[int, int, int, int]], dict[tuple[int, int], str]]:
+    """(merged ranges as (first row, first column, last row, last column), {(row, column): formula} of formula
+    cells with no saved value), from the sheet's XML: openpyxl's read-only mode, which keeps memory flat on
+    big sheets, gives neither. Merged cells otherwise read empty below and beside their first cell, and an
+    uncomputed formula reads like an empty cell."""
+    import xml.etree.ElementTree as ElementTree
+
+    from openpyxl.utils.cell import coordinate_to_tuple, range_boundaries
+
+    merged, uncomputed = [], {}
+    with sheet.parent._archive.open(sheet._worksheet_path) as source:  # openpyxl 3.1's read-only internals
+        for _, element in ElementTree.iterparse(source):
+            if element.tag == f"{_SHEET_NS}c" and element.get("r"):
+                formula = element.find(f"{_SHEET_NS}f")
+                value = element.find(f"{_SHEET_NS}v")
+                if formula is not None and (value is None or value.text in (None, "")):
+                    uncomputed[coordinate_to_tuple(element.get("r"))] = formula.text or ""
+                element.clear()
+            elif element.tag == f"{_SHEET_NS}mergeCell":
+                first_column, first_row, last_column, last_row = range_boundaries(element.get("ref"))
+                merged.append((first_row, first_column, last_row, last_column))
+    return merged, uncomputed
 
 
 def _cell_text(value: Any) -> str:
