@@ -20,7 +20,7 @@ from koraft.models.samples import SampleTokenizer, build_samples
 from koraft.training.distill import DistillPaths, build_teacher_cache, distill, with_cache_rows
 from koraft.training.distill_loss import KDSettings
 from koraft.training.distill_trainer import KDTrainer
-from koraft.training.teacher_cache import check_same_vocabulary, load_top_k, save_top_k, teacher_top_k
+from koraft.training.teacher_cache import TopK, check_same_vocabulary, load_top_k, save_top_k, teacher_top_k
 from koraft.training.train import sft_config, train
 
 pytestmark = [pytest.mark.slow]
@@ -63,6 +63,23 @@ def test_alpha_one_is_exactly_the_sft_loss(tiny_samples, tiny_models, tmp_path):
     half = trainer(KDTrainer, student, tokenizer, samples, tmp_path, teacher=teacher, vocabulary=len(tokenizer),
                    kd=KDSettings(alpha=0.5, divergence="forward_kl", temperature=2.0))
     assert abs(loss_on(half, batch) - loss_on(sft, batch)) > 0.1  # the divergence term is really there
+
+
+def test_a_truncated_or_foreign_teacher_cache_is_one_line_naming_the_file(tmp_path):
+    top = TopK(token_ids=torch.zeros(40, 8, dtype=torch.int32), log_probs=torch.zeros(40, 8),
+               tail=torch.zeros(40), offsets=torch.tensor([0, 25, 40]))
+    save_top_k(tmp_path / "train.safetensors", top)
+    whole = (tmp_path / "train.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(whole[:len(whole) // 2])  # the copy that did not finish
+    from safetensors.torch import save_file
+
+    save_file({"weight": torch.zeros(2)}, str(tmp_path / "foreign.safetensors"))  # some other model's file
+    for name in ("cut", "foreign"):
+        path = tmp_path / f"{name}.safetensors"
+        with pytest.raises(KoraftError) as raised:
+            load_top_k(path)
+        assert str(raised.value).startswith(f"{path}: a damaged teacher cache (") and "\n" not in str(raised.value)
+        assert str(raised.value).endswith("rebuild it: dvc repro -f teacher")
 
 
 @pytest.mark.parametrize("kind", ["forward_kl", "reverse_kl", "jsd"])

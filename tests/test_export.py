@@ -322,6 +322,18 @@ def test_vllm_serves_the_adapter_as_a_lora_module_or_the_merged_folder(tmp_path)
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("damage", ["truncated", "not a gguf"])
+def test_serving_a_damaged_gguf_is_one_line_naming_the_file(exported, damage, tmp_path):
+    whole = (exported / "export" / "gguf" / "model-q8_0.gguf").read_bytes()
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(whole[:len(whole) // 2] if damage == "truncated" else b"<html>404</html>")
+    done = subprocess.run([sys.executable, "-m", "koraft.serving.serve", "llama.cpp", "--gguf", str(gguf)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr == (f"serve: error: {gguf}: llama.cpp cannot load it: a truncated or damaged GGUF; export it "
+                           f"again (dvc repro -f export)\n")
+
+
 def test_serve_command_prints_the_url_and_serves_on_loopback(exported):
     from openai import OpenAI
 

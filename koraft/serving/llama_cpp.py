@@ -123,6 +123,32 @@ def free_port(host: str) -> int:
         return probe.getsockname()[1]
 
 
+def check_gguf(gguf: Path) -> None:
+    """llama.cpp's own loader on the file, vocabulary only (0.1 s; it checks every tensor lies within the file
+    but reads no weight): a truncated or damaged GGUF is one line, not the server's traceback."""
+    from llama_cpp import Llama
+
+    with _stderr_to_devnull():  # the loader's C code prints to stderr whatever verbose says
+        try:
+            Llama(model_path=str(gguf), vocab_only=True, verbose=False)
+        except ValueError:
+            raise KoraftError(f"{gguf}: llama.cpp cannot load it: a truncated or damaged GGUF; export it again "
+                              f"(dvc repro -f export)") from None
+
+
+@contextmanager
+def _stderr_to_devnull():
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def server_command(gguf: Path, model: str, host: str, port: int, n_ctx: int, threads: int | None = None
                    ) -> list[str]:
     """llama-cpp-python's OpenAI-compatible server for one GGUF; its chat template comes from the file.

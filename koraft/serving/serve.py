@@ -22,7 +22,7 @@ from pathlib import Path
 from koraft.core.cli import run_stage
 from koraft.core.errors import KoraftError
 from koraft.models.manifest import manifest_model, read_manifest
-from koraft.serving.llama_cpp import has_server, server_command
+from koraft.serving.llama_cpp import check_gguf, has_server, server_command
 
 MODEL_NAME = "koraft"  # what requests name as `model`
 
@@ -30,6 +30,7 @@ MODEL_NAME = "koraft"  # what requests name as `model`
 def llama_cpp_command(gguf: Path, host: str, port: int, n_ctx: int) -> list[str]:
     if not gguf.is_file():
         raise KoraftError(f"{gguf}: no such GGUF; `dvc repro export` writes models/export/gguf/")
+    check_gguf(gguf)
     if not has_server():
         raise KoraftError("llama-cpp-python's server is not installed: pip install -r requirements.txt")
     return server_command(gguf, MODEL_NAME, host, port, n_ctx)

@@ -118,12 +118,16 @@ def save_top_k(path: Path, top: TopK) -> None:
 
 
 def load_top_k(path: Path) -> TopK:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
         return TopK(**load_file(str(path)))
     except FileNotFoundError:
         raise KoraftError(f"{path}: teacher cache not found; run `dvc repro teacher` first") from None
+    except (SafetensorError, TypeError) as exc:  # cut short or written by something else (other tensors: TypeError)
+        raise KoraftError(f"{path}: a damaged teacher cache ({type(exc).__name__}: {str(exc)[:120]}); rebuild it: "
+                          f"dvc repro -f teacher") from None
 
 
 def mass_in_top_k(top: TopK) -> dict[str, float]:
