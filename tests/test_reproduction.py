@@ -16,14 +16,15 @@ SCRIPT = ROOT / "scripts" / "check_reproduction.py"
 VARIANTS = ("base", "finetuned", "student_base", "distilled")
 
 
-def write_metrics(folder, f1_shift: float = 0.0) -> None:
+def write_metrics(folder, f1_shift: float = 0.0, stages: tuple[str, ...] = ("eval", "train", "distill")) -> None:
     eval_metrics = {name: {"f1": 0.5 + f1_shift, "exact_match": 0.4,
                            "intervals": {"f1": {"half_width": 0.05}, "exact_match": {"half_width": 0.05}}}
                     for name in VARIANTS}
     losses = {"loss": {"train_final": 0.3, "eval_final": 0.8 + f1_shift}}
     (folder / "metrics").mkdir(exist_ok=True)
     for name, content in (("eval", eval_metrics), ("train", losses), ("distill", losses)):
-        (folder / "metrics" / f"{name}.json").write_text(json.dumps(content))
+        if name in stages:
+            (folder / "metrics" / f"{name}.json").write_text(json.dumps(content))
 
 
 @pytest.fixture
@@ -67,3 +68,17 @@ def test_another_vendor_may_move_each_figure_within_its_bootstrap_half_width(com
     write_metrics(tmp_path, f1_shift=0.06)
     done = check(tmp_path)
     assert done.returncode == 1 and "FAIL metrics/eval.json base.f1" in done.stdout
+
+
+def test_only_checks_the_stages_a_partial_repro_ran(committed, tmp_path):
+    """CI reproduces up to distill: evaluate's figures are then the committed file itself, not a reproduction."""
+    committed(None)
+    write_metrics(tmp_path, f1_shift=0.01, stages=("eval",))  # as if evaluate had given other figures
+    done = subprocess.run([sys.executable, str(SCRIPT), "--only", "train", "distill"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and "checking metrics/train.json, metrics/distill.json only" in done.stdout
+    assert "metrics/eval.json" not in done.stdout.split("only (--only)")[1]
+    write_metrics(tmp_path, f1_shift=0.01, stages=("train",))
+    done = subprocess.run([sys.executable, str(SCRIPT), "--only", "train", "distill"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert done.returncode == 1 and "FAIL metrics/train.json loss.eval_final" in done.stdout
