@@ -106,15 +106,15 @@ def test_the_student_keeps_the_chosen_layers_with_their_weights_and_attention_ty
 
 
 def test_qlora_trains_the_real_model_on_the_cpu_with_a_finite_falling_loss(gemma, params, raft_rows, tmp_path):
-    settings = quick(params, "qlora", steps=8, learning_rate=2.0e-3, max_length=256, eval_steps=8, save_steps=8,
-                     per_device_train_batch_size=2)
+    settings = quick(params, "qlora", steps=4, learning_rate=2.0e-3, max_length=160, eval_steps=4, save_steps=4,
+                     per_device_train_batch_size=1)
     where = paths(tmp_path, gemma)
-    metrics = train(raft_rows["train"][:4], [], gemma_params(params), settings, where)
+    metrics = train(raft_rows["train"][:2], [], gemma_params(params), settings, where)
     curve = (where.plots / "plots/metrics/train/loss.tsv").read_text().splitlines()[1:]
     losses = [float(line.split("\t")[1]) for line in curve]
-    assert metrics["model"]["method"] == "qlora" and metrics["steps"] == 8 and len(losses) == 8
+    assert metrics["model"]["method"] == "qlora" and metrics["steps"] == 4 and len(losses) == 4
     assert all(0 < loss < 100 for loss in losses)  # finite
-    assert sum(losses[-2:]) < sum(losses[:2]), losses  # the same 4 samples, twice each: the loss falls
+    assert sum(losses[-2:]) < sum(losses[:2]), losses  # the same 2 samples, twice each: the loss falls
     adapter = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert "q_proj" in adapter["target_modules"] and "down_proj" in adapter["target_modules"]
 
@@ -124,8 +124,9 @@ def exported(gemma, params, raft_rows, tmp_path_factory):
     """Gemma 3 270M with a briefly trained LoRA adapter, exported by the export stage's function."""
     root = tmp_path_factory.mktemp("gemma-export")
     where = paths(root, gemma)
-    settings = quick(params, "lora", steps=4, learning_rate=1.0e-3, max_length=384, eval_steps=4, save_steps=4)
-    train(raft_rows["train"][:8], [], gemma_params(params), settings, where)
+    settings = quick(params, "lora", steps=2, learning_rate=1.0e-3, max_length=256, eval_steps=2, save_steps=2,
+                     per_device_train_batch_size=2)
+    train(raft_rows["train"][:4], [], gemma_params(params), settings, where)
     export = copy.deepcopy(params)
     export["export"]["gguf"] = {"outtype": "f16", "quantizations": ["q8_0", "q4_k_m"]}
     export["export"]["ollama"]["gguf"] = "q8_0"
@@ -147,16 +148,16 @@ def test_served_gguf_answers_as_transformers_does(exported, gemma, params, raft_
     settings = copy.deepcopy(params)
     settings["model"]["preset"] = "gemma-3-270m"
     settings["eval"]["variants"] = {"finetuned": True, "served": True}
-    settings["eval"]["served"]["gguf"] = ["f16", "q8_0"]
-    settings["eval"]["max_new_tokens"] = 24
+    settings["eval"]["served"]["gguf"] = ["f16"]  # the unquantized file: parity is exact but for kernels
+    settings["eval"]["max_new_tokens"] = 16
     settings["eval"]["bootstrap"]["resamples"] = 200
     rows = raft_rows["test"][:6]
     where = EvalPaths(adapter=root / "adapter", student=root / "none", tiny_models=gemma, predictions=root,
                       exports=root / "export")
     metrics, _ = evaluate(rows, settings, where)
     assert metrics["served"]["requests"]["failed"] == 0
-    assert metrics["served"]["parity"]["answers"] >= 5 / 6, metrics["served"]["parity"]
-    assert metrics["served_q8_0"]["parity"]["records"] == len(rows)
+    assert metrics["served"]["parity"]["answers"] >= 5 / 6 and metrics["served"]["parity"]["records"] == len(rows), \
+        metrics["served"]["parity"]
 
 
 def run_base_stage(tmp_path, prelude: str = "", pythonpath: str | None = None):
