@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
+import yaml
 from helpers import ROOT, commit_short_runs, make_project, run
 from PIL import Image
 
@@ -135,8 +137,16 @@ def test_a_sweep_queued_on_one_machine_runs_on_a_worker_and_is_compared_on_the_f
     run(["git", "config", "user.name", "worker"], worker)  # dvc exp run commits as this identity
     run(["git", "config", "user.email", "worker@example.com"], worker)
     output = run(worker_lines[1].split(), worker).stdout
-    assert "Running stage 'validate'" not in output and "Running stage 'base'" not in output  # pulled instead
-    assert "Running stage 'train'" in output
+    assert "Running stage 'validate'" not in output and "Pulling data for stage: 'split'" in output  # pulled instead
+    # base's params name the presets it builds (model.preset): tiny-s reruns it, and it builds the same group, so
+    # the folder is the one the coordinator pushed.
+    assert "Running stage 'base'" in output and "Running stage 'train'" in output
+
+    def base_folder(project: Path) -> str:
+        lock = yaml.safe_load((project / "dvc.lock").read_text(encoding="utf-8"))
+        return lock["stages"]["base"]["outs"][0]["md5"]
+
+    assert base_folder(worker) == base_folder(coordinator)
     listed = run(["dvc", "exp", "list", "origin", "--name-only"], worker).stdout.split()
     assert len(listed) == 1
 
