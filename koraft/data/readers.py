@@ -13,6 +13,7 @@ memory first), Parquet in record batches through pyarrow, and a Hugging Face dat
 
 from __future__ import annotations
 
+import collections
 import csv
 import datetime
 import itertools
@@ -355,13 +356,13 @@ def _sheet_records(spec: InputSpec, workbook) -> Iterator[RawRecord]:
     header = [_cell_text(cell).strip() for cell in header_cells]
     wanted = _column_positions(spec, header, line=spec.header_row)
     merged, uncomputed = _sheet_layout(sheet)
-    starting = sorted(merged)  # by first row: each joins `active` when the rows reach it
+    starting = collections.deque(sorted(merged))  # by first row: each joins `active` when the rows reach it
     active: list[tuple[tuple[int, int, int, int], str]] = []  # (range, the text of its first cell)
     for number, cells in enumerate(rows, start=spec.header_row + 1):
         texts = [_cell_text(cell) for cell in cells]
         texts += [""] * (len(header) - len(texts))  # trailing empty cells may be left out of a row
         while starting and starting[0][0] <= number:
-            span = starting.pop(0)
+            span = starting.popleft()
             if span[0] == number:  # ranges that start above the data rows (a merged header) are left alone
                 active.append((span, texts[span[1] - 1] if span[1] <= len(texts) else ""))
         active = [(span, text) for span, text in active if span[2] >= number]

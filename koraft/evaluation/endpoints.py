@@ -101,11 +101,14 @@ def check_key_env(env: Any, key: str) -> None:
     holds is not echoed: it may be a key pasted in the wrong place."""
     if env is None:
         return
-    if not isinstance(env, str) or not env.isidentifier() or _looks_like_a_key(env):
-        looks = "holds what looks like an API key" if isinstance(env, str) and _looks_like_a_key(env) else (
-            "is not a variable name (letters, digits and _)")
-        raise ParamError(key, f"{looks}: put the key in an environment variable and name that variable here "
-                              f"(the value is not shown)")
+    if isinstance(env, str) and _looks_like_a_key(env):
+        problem = "holds what looks like an API key"
+    elif not isinstance(env, str) or not env.isidentifier():
+        problem = "is not a variable name (letters, digits and _)"
+    else:
+        return
+    raise ParamError(key, f"{problem}: put the key in an environment variable and name that variable here "
+                          f"(the value is not shown)")
 
 
 def _looks_like_a_key(value: str) -> bool:
