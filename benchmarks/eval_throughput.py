@@ -52,7 +52,7 @@ class _Pad:
 
 
 def bench_generation(args: argparse.Namespace) -> None:
-    from koraft.evaluation.decoding import greedy_generate
+    from koraft.inference.decoding import greedy_generate
 
     with tempfile.TemporaryDirectory() as folder:
         model, tokenizer, vocab = build_generator(Path(folder))

@@ -26,7 +26,7 @@ from teacher_server import TeacherServer  # noqa: E402
 
 from koraft.core.config import load_params  # noqa: E402
 from koraft.generation.chunking import chunk_document  # noqa: E402
-from koraft.generation.config import check_generate  # noqa: E402
+from koraft.generation.config import load_generate  # noqa: E402
 from koraft.generation.documents import read_document  # noqa: E402
 from koraft.generation.teachers import ask_teacher  # noqa: E402
 
@@ -56,12 +56,12 @@ def call_rate(label: str, url: str, model: str, calls: int, extra_body: dict | N
     for concurrency in (1, 4, 16):
         teacher = {**params["generate"]["teacher"], "base_url": url, "model": model, "concurrency": concurrency,
                    "extra_body": extra_body}
-        settings = check_generate({**params, "generate": {**params["generate"], "teacher": teacher}})
+        settings = load_generate({**params, "generate": {**params["generate"], "teacher": teacher}})
         prompts = [(f"k{concurrency}-{i}", [{"role": "user", "content": f"다음 문서를 읽고 질문 3개를 만드세요.\n\n"
                                                                         f"문서:\n한결시는 {i}년에 세워졌다."}])
                    for i in range(calls)]
         started = time.perf_counter()
-        answered = sum(1 for _ in ask_teacher(settings["teacher"], {"temperature": 0.0, "max_tokens": max_tokens},
+        answered = sum(1 for _ in ask_teacher(settings.teacher, {"temperature": 0.0, "max_tokens": max_tokens},
                                               prompts))
         rate = answered / (time.perf_counter() - started)
         base = base or rate

@@ -39,15 +39,17 @@ import torch
 from pathlib import Path
 from koraft.core.config import load_params
 from koraft.core.jsonl import read_jsonl
-from koraft.training.train import TrainPaths, train, train_settings
+from koraft.training.config import train_section, train_settings
+from koraft.training.train import TrainPaths, train
 job = json.loads(sys.argv[1])
 params = load_params()
-settings = train_settings(params)
-settings["args"].update(max_steps=job["steps"], eval_steps=job["steps"], save_steps=job["steps"], logging_steps=1)
+section = train_section(params)
+section["args"].update(max_steps=job["steps"], eval_steps=job["steps"], save_steps=job["steps"], logging_steps=1)
 out = Path(job["out"])
 metrics = train(list(read_jsonl("data/raft/train.jsonl"))[:96], list(read_jsonl("data/raft/val.jsonl"))[:16],
-                params["model"], settings, TrainPaths(adapter=out / "adapter", checkpoints=out / "checkpoints",
-                                                      plots=out / "plots", tiny_models=Path(job["base_models"])))
+                train_settings(params["model"], section),
+                TrainPaths(adapter=out / "adapter", checkpoints=out / "checkpoints", plots=out / "plots",
+                           tiny_models=Path(job["base_models"])))
 print(json.dumps({"loss": metrics["loss"]["train_final"], "threads": torch.get_num_threads(),
                   "kernels": torch.backends.cpu.get_cpu_capability()}))
 """

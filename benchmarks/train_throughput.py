@@ -124,7 +124,8 @@ def measure(model, tokenizer, samples: list[dict], recipe: str, method: str, max
     from trl import SFTTrainer
 
     from koraft.core.measure import peak_memory_mib
-    from koraft.training.train import TrainPaths, fit
+    from koraft.training.config import TrainSettings
+    from koraft.training.train import FitOptions, TrainPaths, fit
 
     cuda = torch.cuda.is_available()
     args = {"max_steps": steps, "per_device_train_batch_size": batch, "learning_rate": 1.0e-4, "logging_steps": 1,
@@ -134,7 +135,8 @@ def measure(model, tokenizer, samples: list[dict], recipe: str, method: str, max
         args["pad_to_multiple_of"] = max_length
     if recipe in TRL_AS_IT_COMES:
         trainer_class = trainer_class or SFTTrainer
-    section = {"args": args, "packing": recipe == "packed", "early_stopping_patience": 0}
+    settings = TrainSettings(model={}, system_prompt="", method=method, args=args, lora=LORA, quantization={},
+                             packing=recipe == "packed")
     paths = TrainPaths(adapter=scratch / "adapter", checkpoints=scratch / "checkpoints", plots=None,
                        tiny_models=scratch)
     clock = StepClock()
@@ -142,9 +144,9 @@ def measure(model, tokenizer, samples: list[dict], recipe: str, method: str, max
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     with contextlib.redirect_stdout(io.StringIO()):  # the trainer prints every log line without tqdm
-        fitted = fit(model, tokenizer, LoraConfig(task_type="CAUSAL_LM", **LORA), samples, [], section, paths,
-                     [recipe, method], callbacks=[clock], trainer_class=trainer_class, trainer_kwargs=trainer_kwargs,
-                     same_batches=same_batches)
+        options = FitOptions(settings, paths, [recipe, method], callbacks=(clock,), trainer_class=trainer_class,
+                             trainer_kwargs=trainer_kwargs or {}, same_batches=same_batches)
+        fitted = fit(model, tokenizer, LoraConfig(task_type="CAUSAL_LM", **LORA), samples, [], options)
     return {"recipe": recipe, "method": method, "steps": steps, "tokens_per_s": round(clock.tokens_per_s(), 1),
             "peak_mib": peak_memory_mib(), "mean_loss": round(sum(clock.losses) / len(clock.losses), 4),
             "packing": fitted.packing, "device": torch.cuda.get_device_name(0) if cuda else "cpu"}

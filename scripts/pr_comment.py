@@ -18,7 +18,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from koraft.evaluation.evaluate import METRIC_LABELS, VARIANTS
+from koraft.evaluation.labels import METRIC_LABELS, VARIANTS
 from koraft.publish.noise import change_lines
 from koraft.publish.report import experiment_revisions, read_text
 

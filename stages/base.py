@@ -7,12 +7,12 @@ from the hub or a local folder by the stages that use them.
 
 from koraft.core.cli import run_stage, stage_paths
 from koraft.core.config import load_params
-from koraft.models.local import build_local_models
+from koraft.models.local import build_local_models, load_base
 
 
 def main() -> None:
     paths = stage_paths("base", "out")
-    build_local_models(load_params(), paths.out)
+    build_local_models(load_base(load_params()), paths.out)
 
 
 if __name__ == "__main__":

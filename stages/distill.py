@@ -9,7 +9,8 @@ from koraft.core.cli import run_stage, stage_paths
 from koraft.core.config import load_params
 from koraft.core.jsonl import read_jsonl, write_json
 from koraft.models.card import write_card
-from koraft.training.distill import DistillPaths, distill, distill_settings
+from koraft.training.config import load_distill
+from koraft.training.distill import DistillPaths, distill
 from koraft.training.launch import launched_elsewhere
 from koraft.training.train import TrainPaths
 
@@ -18,8 +19,8 @@ OPTIONS = ("train", "val", "base_models", "teacher", "cache", "student", "checkp
 
 def main() -> None:
     args = stage_paths("distill", *OPTIONS)
-    settings = distill_settings(load_params())
-    if launched_elsewhere(settings, "distill", "stages.distill"):
+    settings = load_distill(load_params())
+    if launched_elsewhere(settings.training.launcher, settings.training.accelerate, "distill", "stages.distill"):
         return
     paths = DistillPaths(teacher=args.teacher, cache=args.cache,
                          student=TrainPaths(adapter=args.student, checkpoints=args.checkpoints, plots=args.plots,
@@ -29,7 +30,7 @@ def main() -> None:
         return
     write_json(args.cost, metrics.pop("cost"))  # timings differ run to run: kept out of the compared metrics
     write_json(args.metrics, metrics)
-    write_card(paths.student.adapter, metrics, settings, str(args.train))
+    write_card(paths.student.adapter, metrics, settings.training, str(args.train))
     loss, agreement = metrics["loss"], metrics["agreement"]
     print(f"distill: {metrics['teacher']['model']} -> {metrics['student']['preset'] or metrics['student']['source']} "
           f"({metrics['teacher']['mode']}), {metrics['steps']} steps, eval loss {loss['eval_final']} "

@@ -10,7 +10,10 @@ the cost of each variant (latency, tokens/s, peak memory, adapter size), apart f
 from koraft.core.cli import run_stage, stage_paths
 from koraft.core.config import load_params
 from koraft.core.jsonl import read_jsonl, write_json, write_jsonl
-from koraft.evaluation.evaluate import EvalPaths, evaluate, systems, variant_rows
+from koraft.evaluation.config import load_eval
+from koraft.evaluation.evaluate import evaluate
+from koraft.evaluation.labels import systems, variant_rows
+from koraft.evaluation.systems import EvalPaths
 
 OPTIONS = ("test", "base_models", "adapter", "student", "exports", "predictions_dir", "metrics", "predictions",
            "variants", "cost")
@@ -18,9 +21,10 @@ OPTIONS = ("test", "base_models", "adapter", "student", "exports", "predictions_
 
 def main() -> None:
     args = stage_paths("evaluate", *OPTIONS)
+    settings = load_eval(load_params())
     paths = EvalPaths(adapter=args.adapter, student=args.student, tiny_models=args.base_models,
                       predictions=args.predictions_dir, exports=args.exports)
-    metrics, review = evaluate(list(read_jsonl(args.test)), load_params(), paths)
+    metrics, review = evaluate(list(read_jsonl(args.test)), settings, paths)
     # timings differ run to run: kept out of the compared metrics
     write_json(args.cost, {name: metrics[name].pop("cost") for name in systems(metrics) if "cost" in metrics[name]})
     write_json(args.metrics, metrics)

@@ -6,12 +6,12 @@ Outputs: the export folder (merged/, gguf/) and its metrics (file sizes, quantiz
 from koraft.core.cli import run_stage, stage_paths
 from koraft.core.config import load_params
 from koraft.core.jsonl import write_json
-from koraft.serving.export import check_export, export_model
+from koraft.serving.export import export_model, load_export
 
 
 def main() -> None:
     args = stage_paths("export", "adapter", "out", "metrics")
-    metrics = export_model(args.adapter, args.out, check_export(load_params()))
+    metrics = export_model(args.adapter, args.out, load_export(load_params()))
     write_json(args.metrics, metrics)
     for values in metrics["gguf"].values():
         print(f"export: {args.out}/gguf/{values['file']}: {values['bytes'] / 2**20:.2f} MiB")

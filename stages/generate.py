@@ -8,14 +8,14 @@ generate.inputs empty the stage writes empty files and calls nothing.
 from koraft.core.cli import run_stage, stage_paths
 from koraft.core.config import check_inside, load_params
 from koraft.core.jsonl import write_json
-from koraft.generation.config import check_generate
+from koraft.generation.config import load_generate
 from koraft.generation.generate import generate_to_files
 
 
 def main() -> None:
     paths = stage_paths("generate", "documents", "records", "rejects", "calls", "metrics", "cost")
-    settings = check_generate(load_params())
-    for i, path in enumerate(settings["inputs"]):
+    settings = load_generate(load_params())
+    for i, path in enumerate(settings.inputs):
         check_inside(path, [paths.documents], f"generate.inputs[{i}]")
     metrics, cost = generate_to_files(settings, paths.records, paths.rejects, paths.calls)
     write_json(paths.metrics, metrics)

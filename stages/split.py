@@ -6,13 +6,13 @@ Records stream from --records to --out/{train,val,test}.jsonl; the report keeps 
 from koraft.core.cli import run_stage, stage_paths
 from koraft.core.config import load_params
 from koraft.core.jsonl import write_json
-from koraft.data.config import check_split
+from koraft.data.config import load_split
 from koraft.data.split import SPLITS, write_splits
 
 
 def main() -> None:
     paths = stage_paths("split", "records", "out", "metrics")
-    split = check_split(load_params())
+    split = load_split(load_params())
     report = write_splits(paths.records, {name: paths.out / f"{name}.jsonl" for name in SPLITS}, split)
     write_json(paths.metrics, report)
     print(f"split: records {report['records']}, documents {report['documents']}")

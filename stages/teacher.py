@@ -8,12 +8,13 @@ With distill.teacher.mode: online it writes just the manifest.
 from koraft.core.cli import run_stage, stage_paths
 from koraft.core.config import load_params
 from koraft.core.jsonl import read_jsonl
-from koraft.training.distill import build_teacher_cache, distill_settings
+from koraft.training.config import load_distill
+from koraft.training.distill import build_teacher_cache
 
 
 def main() -> None:
     args = stage_paths("teacher", "train", "val", "teacher", "out")
-    settings = distill_settings(load_params())
+    settings = load_distill(load_params())
     summary = build_teacher_cache(list(read_jsonl(args.train)), list(read_jsonl(args.val)), settings,
                                   args.teacher, args.out, str(args.train))
     if summary["mode"] == "online":

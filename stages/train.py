@@ -7,25 +7,24 @@ on itself (see koraft.training.launch).
 """
 
 from koraft.core.cli import run_stage, stage_paths
-from koraft.core.config import load_params, section
+from koraft.core.config import load_params
 from koraft.core.jsonl import read_jsonl, write_json
 from koraft.models.card import write_card
+from koraft.training.config import load_train
 from koraft.training.launch import launched_elsewhere
-from koraft.training.train import TrainPaths, train, train_settings
+from koraft.training.train import TrainPaths, train
 
 OPTIONS = ("train", "val", "base_models", "adapter", "checkpoints", "plots", "metrics", "cost")
 
 
 def main() -> None:
     args = stage_paths("train", *OPTIONS)
-    params = load_params()
-    settings = train_settings(params)  # the train section with the top-level seed
-    if launched_elsewhere(settings, "train", "stages.train"):
+    settings = load_train(load_params())  # the model and train sections, with the top-level seed
+    if launched_elsewhere(settings.launcher, settings.accelerate, "train", "stages.train"):
         return
     paths = TrainPaths(adapter=args.adapter, checkpoints=args.checkpoints, plots=args.plots,
                        tiny_models=args.base_models)
-    metrics = train(list(read_jsonl(args.train)), list(read_jsonl(args.val)), section(params, "model"), settings,
-                    paths, str(args.train))
+    metrics = train(list(read_jsonl(args.train)), list(read_jsonl(args.val)), settings, paths, str(args.train))
     if metrics is None:  # not rank 0: rank 0 writes the metrics and the card
         return
     write_json(args.cost, metrics.pop("cost"))  # timings differ run to run: kept out of the compared metrics

@@ -19,6 +19,7 @@ import yaml
 from transformers import TrainerCallback
 
 from koraft.core.jsonl import read_jsonl
+from koraft.data.config import raft_settings, split_settings
 from koraft.data.neardup import DocumentGrouper
 from koraft.data.quality import QualityReport
 from koraft.data.raft import raft_metrics, write_raft
@@ -27,8 +28,9 @@ from koraft.data.split import SPLITS, write_splits
 from koraft.data.synth import synthetic_corpus
 from koraft.data.validate import validate_to_files
 from koraft.models.pretrain import PretrainSpec
-from koraft.training.distill import DistillPaths, distill_settings
-from koraft.training.train import TrainPaths, train_settings
+from koraft.training.config import distill_section, train_section
+from koraft.training.distill import DistillPaths
+from koraft.training.train import TrainPaths
 
 ROOT = Path(__file__).resolve().parent.parent
 # The base stage's pretraining, shortened to seconds: tests need the code path, not a capable model.
@@ -77,18 +79,19 @@ def build_raft(records: list[dict], raft: dict, split: dict, seed: int) -> tuple
     with tempfile.TemporaryDirectory(prefix="koraft-raft-") as scratch:
         root = Path(scratch)
         write_jsonl(root / "records.jsonl", records)
-        write_splits(root / "records.jsonl", {name: root / "split" / f"{name}.jsonl" for name in SPLITS}, split)
-        quality = QualityReport()
-        counts = {name: write_raft(root / "split" / f"{name}.jsonl", root / "raft" / f"{name}.jsonl", raft, seed,
+        write_splits(root / "records.jsonl", {name: root / "split" / f"{name}.jsonl" for name in SPLITS},
+                     split_settings(split))
+        quality, settings = QualityReport(), raft_settings(raft, seed)
+        counts = {name: write_raft(root / "split" / f"{name}.jsonl", root / "raft" / f"{name}.jsonl", settings,
                                    name, quality) for name in SPLITS}
         rows = [row for name in SPLITS for row in read_jsonl(root / "raft" / f"{name}.jsonl")]
         position = {record["id"]: i for i, record in enumerate(records)}
-        return sorted(rows, key=lambda row: position[row["id"]]), raft_metrics(counts, quality, raft)
+        return sorted(rows, key=lambda row: position[row["id"]]), raft_metrics(counts, quality, settings)
 
 
 def quick(params: dict, method: str = "lora", steps: int = 6, **args) -> dict:
     """The project's train params, shortened to a few steps."""
-    quick_params = copy.deepcopy(train_settings(params))
+    quick_params = copy.deepcopy(train_section(params))
     quick_params["method"] = method
     quick_params["args"].update({"max_steps": steps, "logging_steps": 1, "eval_steps": 2, "save_steps": 2,
                                  "per_device_train_batch_size": 4, "per_device_eval_batch_size": 4,
@@ -118,7 +121,7 @@ class Crash(TrainerCallback):
 
 def distill_params(params: dict, steps: int = 6, mode: str = "offline", **loss) -> dict:
     """The project's distill params, shortened to a few steps."""
-    result = copy.deepcopy(distill_settings(params))
+    result = copy.deepcopy(distill_section(params))
     result["method"] = "lora"
     result["student"] = {"preset": "tiny-s"}  # the tests' student (the shipped params name Gemma 3 270M's)
     result["teacher"]["mode"] = mode

@@ -17,6 +17,7 @@ from trl import SFTTrainer
 from koraft.core.errors import KoraftError, ParamError
 from koraft.models.presets import FAMILIES
 from koraft.models.samples import SampleTokenizer, build_samples
+from koraft.training.config import distill_settings, train_settings
 from koraft.training.distill import DistillPaths, build_teacher_cache, distill, with_cache_rows
 from koraft.training.distill_loss import KDSettings
 from koraft.training.distill_trainer import KDTrainer
@@ -123,10 +124,10 @@ def test_distilled_student_agrees_with_its_teacher_more_than_before(params, raft
     settings["teacher"]["top_k"] = 20
     rows, val = raft_rows["train"][:16], raft_rows["val"][:8]
     where_ = where(tmp_path, teacher_adapter, tiny_models)
-    cache = build_teacher_cache(rows, val, settings, teacher_adapter, where_.cache)
+    cache = build_teacher_cache(rows, val, distill_settings(settings), teacher_adapter, where_.cache)
     assert cache["splits"]["train"]["samples"] == 16 and 0.2 < cache["splits"]["train"]["mass_in_top_k"]["mean"] < 1
 
-    metrics = distill(rows, val, settings, where_)
+    metrics = distill(rows, val, distill_settings(settings), where_)
     assert metrics["agreement"]["after"] > metrics["agreement"]["before"] + 0.2, metrics["agreement"]
     assert metrics["agreement"]["tokens"] == cache["splits"]["val"]["tokens"]
     assert metrics["steps"] == 32 and metrics["student"]["preset"] == "tiny-s"
@@ -150,8 +151,8 @@ def test_online_and_full_vocabulary_offline_train_the_same_student(params, raft_
         settings = distill_params(params, steps=3, mode=mode, divergence="jsd", temperature=2.0)
         settings["teacher"]["top_k"] = 100_000  # more than the vocabulary: every token is kept
         root = tmp_path / mode
-        build_teacher_cache(rows, val, settings, teacher_adapter, root / "cache")
-        metrics = distill(rows, val, settings, where(root, teacher_adapter, tiny_models))
+        build_teacher_cache(rows, val, distill_settings(settings), teacher_adapter, root / "cache")
+        metrics = distill(rows, val, distill_settings(settings), where(root, teacher_adapter, tiny_models))
         assert metrics["teacher"]["mode"] == mode
         histories[mode] = [metrics["loss"]["train_final"], metrics["loss"]["eval_final"],
                            metrics["agreement"]["before"], metrics["agreement"]["after"]]
@@ -165,7 +166,7 @@ def test_student_trains_with_qlora_or_fully(method, output, params, raft_rows, t
     settings = distill_params(params, steps=2, mode="online")
     settings["method"] = method
     where_ = where(tmp_path, teacher_adapter, tiny_models)
-    metrics = distill(raft_rows["train"][:4], raft_rows["val"][:2], settings, where_)
+    metrics = distill(raft_rows["train"][:4], raft_rows["val"][:2], distill_settings(settings), where_)
     assert metrics["student"]["method"] == method and (where_.student.adapter / output).exists()
     share = metrics["parameters"]["trainable_share"]
     assert share == 1.0 if method == "full" else 0 < share < 0.5
@@ -179,14 +180,14 @@ def test_interrupted_offline_distillation_resumes_to_the_same_student(params, ra
     """Resuming skips the batches already seen; their cache rows must still line up with the samples."""
     rows, val = raft_rows["train"][:12], raft_rows["val"][:4]
     settings = distill_params(params, steps=8)
-    build_teacher_cache(rows, val, settings, teacher_adapter, tmp_path / "cache")
+    build_teacher_cache(rows, val, distill_settings(settings), teacher_adapter, tmp_path / "cache")
     runs = {name: DistillPaths(teacher_adapter, tmp_path / "cache", where(tmp_path / name, teacher_adapter,
                                                                          tiny_models).student)
             for name in ("clean", "interrupted")}  # two students, one shared teacher cache
-    uninterrupted = distill(rows, val, settings, runs["clean"])
+    uninterrupted = distill(rows, val, distill_settings(settings), runs["clean"])
     with pytest.raises(KeyboardInterrupt):
-        distill(rows, val, settings, runs["interrupted"], callbacks=[Crash(at_step=4)])
-    metrics = distill(rows, val, settings, runs["interrupted"])
+        distill(rows, val, distill_settings(settings), runs["interrupted"], callbacks=[Crash(at_step=4)])
+    metrics = distill(rows, val, distill_settings(settings), runs["interrupted"])
     assert metrics.pop("cost")["resumed_from_step"] == 4
     uninterrupted.pop("cost")
     assert metrics == uninterrupted  # every compared figure, losses and agreement included
@@ -201,14 +202,14 @@ def test_a_cache_built_for_other_samples_is_refused(params, raft_rows, teacher_a
     rows, val = raft_rows["train"][:4], raft_rows["val"][:2]
     settings = distill_params(params, steps=1)
     where_ = where(tmp_path, teacher_adapter, tiny_models)
-    build_teacher_cache(rows, val, settings, teacher_adapter, where_.cache)
+    build_teacher_cache(rows, val, distill_settings(settings), teacher_adapter, where_.cache)
     shorter = copy.deepcopy(settings)
     shorter["args"]["max_length"] = 200
     built = settings["args"]["max_length"]
     with pytest.raises(KoraftError, match=rf"cache was built with max_length {built} \(params: 200\); run `dvc repro"):
-        distill(rows, val, shorter, where_)
+        distill(rows, val, distill_settings(shorter), where_)
     with pytest.raises(KoraftError, match="cached train samples are not the student's"):
-        distill(raft_rows["train"][4:8], val, settings, where_)
+        distill(raft_rows["train"][4:8], val, distill_settings(settings), where_)
 
 
 def test_mismatched_vocabularies_are_refused_naming_the_first_differing_tokens(tiny_models, tmp_path):
@@ -238,12 +239,13 @@ def test_family_pairings_distill_through_their_real_architectures(family, softca
     teacher_base = build_family_model(family, tmp_path / "teacher-base", seed=0)
     student_base = build_family_model(family, tmp_path / "student-base", seed=1)
     rows, val = raft_rows["train"][:4], raft_rows["val"][:2]
-    train(rows, val, {"name": str(teacher_base), "family": family, "dtype": "float32",
+    train(rows, val, train_settings({"name": str(teacher_base), "family": family, "dtype": "float32",
                       "system_prompt": params["model"]["system_prompt"]},
-          quick(params, "lora", steps=2), paths(tmp_path / "train", tmp_path))
+          quick(params, "lora", steps=2)), paths(tmp_path / "train", tmp_path))
     settings = distill_params(params, steps=2, mode="online")
     settings["student"] = {"name": str(student_base), "family": family, "dtype": "float32"}
-    metrics = distill(rows, val, settings, where(tmp_path / "distill", tmp_path / "train/adapter", tmp_path))
+    metrics = distill(rows, val, distill_settings(settings),
+                      where(tmp_path / "distill", tmp_path / "train/adapter", tmp_path))
     assert metrics["teacher"]["final_logit_softcapping"] == softcap
     assert ("note" in metrics["teacher"]) == (softcap is not None)
     assert metrics["student"]["family"] == family and metrics["steps"] == 2
@@ -269,7 +271,7 @@ def test_bad_distill_params_are_one_line(change, message, params, raft_rows, tea
     settings = distill_params(params)
     change(settings)
     with pytest.raises((KoraftError, ParamError)) as error:
-        distill(raft_rows["train"][:2], [], settings, where(tmp_path, teacher_adapter, tiny_models))
+        distill(raft_rows["train"][:2], [], distill_settings(settings), where(tmp_path, teacher_adapter, tiny_models))
     assert message in str(error.value) and "\n" not in str(error.value)
 
 

@@ -12,11 +12,15 @@ from helpers import distill_params, where
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from koraft.core.errors import KoraftError, ParamError
-from koraft.evaluation.decoding import greedy_generate
-from koraft.evaluation.evaluate import COMPARISONS, MAIN_METRICS, VARIANTS, EvalPaths, evaluate
+from koraft.evaluation.config import load_eval
+from koraft.evaluation.evaluate import evaluate
+from koraft.evaluation.labels import COMPARISONS, MAIN_METRICS, VARIANTS
+from koraft.evaluation.systems import EvalPaths
+from koraft.inference.decoding import greedy_generate
 from koraft.models.chat import stop_token_ids
 from koraft.models.presets import FAMILIES
 from koraft.models.samples import SampleTokenizer, build_samples
+from koraft.training.config import distill_settings
 from koraft.training.distill import build_teacher_cache, distill
 
 pytestmark = [pytest.mark.slow]
@@ -40,8 +44,8 @@ def eval_paths(params, raft_rows, teacher_adapter, tiny_models, tmp_path_factory
     settings = distill_params(params, steps=4)
     rows, val = raft_rows["train"][:8], raft_rows["val"][:4]
     located = where(root, teacher_adapter, tiny_models)
-    build_teacher_cache(rows, val, settings, teacher_adapter, located.cache)
-    distill(rows, val, settings, located)
+    build_teacher_cache(rows, val, distill_settings(settings), teacher_adapter, located.cache)
+    distill(rows, val, distill_settings(settings), located)
     return EvalPaths(adapter=teacher_adapter, student=located.student.adapter, tiny_models=tiny_models,
                      predictions=root)
 
@@ -49,7 +53,7 @@ def eval_paths(params, raft_rows, teacher_adapter, tiny_models, tmp_path_factory
 @pytest.fixture(scope="module")
 def evaluated(params, raft_rows, eval_paths):
     rows = raft_rows["test"][:12]
-    metrics, review = evaluate(rows, eval_params(params), eval_paths)
+    metrics, review = evaluate(rows, load_eval(eval_params(params)), eval_paths)
     return rows, metrics, review
 
 
@@ -97,7 +101,7 @@ def test_same_params_give_the_same_answers_and_metrics(params, raft_rows, eval_p
     rows, metrics, review = evaluated
     params = eval_params(params, variants={"base": False, "finetuned": True, "student_base": False,
                                            "distilled": False})
-    again, again_review = evaluate(rows, params, eval_paths)
+    again, again_review = evaluate(rows, load_eval(params), eval_paths)
     assert [row["outputs"]["finetuned"] for row in again_review] == [row["outputs"]["finetuned"] for row in review]
     without_cost = lambda m: {k: v for k, v in m.items() if k != "cost"}  # noqa: E731
     assert without_cost(again["finetuned"]) == without_cost(metrics["finetuned"])
@@ -115,14 +119,14 @@ def test_test_prompts_never_depend_on_the_reference(params, raft_rows, eval_path
     rows = raft_rows["test"][:8]
     # A budget that forces distractors out and golden documents to be trimmed: the fitting really runs.
     settings = with_max_length(eval_params(params, max_new_tokens=16), 176)
-    metrics, review = evaluate(rows, settings, eval_paths)
+    metrics, review = evaluate(rows, load_eval(settings), eval_paths)
     for name in VARIANTS:
         prompts = metrics[name]["prompts"]
         assert prompts["documents_dropped"] > 0 and prompts["prompts_trimmed"] > 0 and prompts["prompts_unfit"] == 0
     for reference in ("예", "아주 길고 자세한 참고 답변입니다. " * 40):
         changed = [{**row, "answer": reference, "cot": f"##Reason: {reference}" if row.get("cot") else None}
                    for row in rows]
-        again, again_review = evaluate(changed, settings, eval_paths)
+        again, again_review = evaluate(changed, load_eval(settings), eval_paths)
         for name in VARIANTS:
             assert [r["outputs"][name]["output"] for r in again_review] == \
                    [r["outputs"][name]["output"] for r in review], name
@@ -134,7 +138,7 @@ def test_a_prompt_that_cannot_fit_is_scored_as_a_failure_and_counted(params, raf
     rows[1]["question"] = "이 질문은 아주 깁니다 " * 60  # longer than the budget with no document at all
     settings = eval_params(params, max_new_tokens=16, variants={"base": False, "finetuned": True,
                                                                 "student_base": False, "distilled": False})
-    metrics, review = evaluate(rows, settings, eval_paths)
+    metrics, review = evaluate(rows, load_eval(settings), eval_paths)
     prompts = metrics["finetuned"]["prompts"]
     assert prompts["records"] == 4 and prompts["prompts"] == 3 and prompts["prompts_unfit"] == 1
     assert metrics["scoring"]["samples"] == len(review) == 4  # scored, not dropped
@@ -162,7 +166,7 @@ def test_a_generation_that_never_stops_is_cut_and_counted(params, raft_rows, eva
     rows = raft_rows["test"][:6]
     params = eval_params(params, max_new_tokens=2, variants={"base": True, "finetuned": False,
                                                              "student_base": False, "distilled": False})
-    metrics, review = evaluate(rows, params, eval_paths)
+    metrics, review = evaluate(rows, load_eval(params), eval_paths)
     cut = [row for row in review if not row["outputs"]["base"]["stopped"]]
     assert metrics["base"]["generation"]["cut"] == len(cut) > 0  # a random model rarely says <|end|> in 2 tokens
     assert metrics["base"]["generation"]["mean_new_tokens"] <= 2
@@ -190,7 +194,7 @@ def test_a_missing_trained_model_is_a_clear_error(params, raft_rows, eval_paths,
     missing = dataclasses.replace(eval_paths, student=tmp_path / "nowhere")
     with pytest.raises(KoraftError, match=r"eval.variants.distilled: .*nowhere has no trained model; run `dvc "
                                           r"repro distill` first, or set eval.variants.distilled: false"):
-        evaluate(raft_rows["test"][:2], eval_params(params), missing)
+        evaluate(raft_rows["test"][:2], load_eval(eval_params(params)), missing)
 
 
 def write_predictions(path, rows: list[dict]) -> None:
@@ -207,7 +211,7 @@ def test_predictions_file_is_scored_without_a_model(params, raft_rows, tmp_path)
     path = tmp_path / "api_model.jsonl"
     write_predictions(path, answers)
     # No model folder exists at these paths: nothing may be loaded.
-    metrics, review = evaluate(rows, eval_params(params, predictions_file=str(path)), unused_paths(tmp_path))
+    metrics, review = evaluate(rows, load_eval(eval_params(params, predictions_file=str(path))), unused_paths(tmp_path))
     assert metrics["api_model"]["exact_match"] == 0.5 and "cost" not in metrics["api_model"]
     assert review[0]["outputs"]["api_model"]["answer"] == rows[0]["answer"]
     cot_rows = [i for i, row in enumerate(rows) if row.get("cot")]
@@ -228,7 +232,8 @@ def test_bad_predictions_file_names_file_line_and_field(lines, message, params, 
     text = "\n".join(lines).replace("ID0", rows[0]["id"]).replace("ID1", rows[1]["id"])
     (tmp_path / "api.jsonl").write_text(text + "\n", encoding="utf-8")
     with pytest.raises(KoraftError, match=message.replace("ID1", rows[1]["id"])):
-        evaluate(rows, eval_params(params, predictions_file=str(tmp_path / "api.jsonl")), unused_paths(tmp_path))
+        evaluate(rows, load_eval(eval_params(params, predictions_file=str(tmp_path / "api.jsonl"))),
+                 unused_paths(tmp_path))
 
 
 def test_a_predictions_file_with_many_bad_lines_reports_the_first_twenty_at_once(params, raft_rows, tmp_path):
@@ -237,7 +242,8 @@ def test_a_predictions_file_with_many_bad_lines_reports_the_first_twenty_at_once
     lines += [json.dumps({"id": rows[1]["id"], "prediction": i}) for i in range(25)]
     (tmp_path / "api.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     with pytest.raises(KoraftError) as raised:
-        evaluate(rows, eval_params(params, predictions_file=str(tmp_path / "api.jsonl")), unused_paths(tmp_path))
+        evaluate(rows, load_eval(eval_params(params, predictions_file=str(tmp_path / "api.jsonl"))),
+                 unused_paths(tmp_path))
     message = str(raised.value)
     assert message.splitlines()[0] == f"{tmp_path / 'api.jsonl'}: 27 bad lines; 2 test records have no prediction:"
     assert "api.jsonl:2: invalid JSON" in message and "api.jsonl:3: field 'id': 'nope'" in message
@@ -273,14 +279,14 @@ def test_a_predictions_file_with_many_bad_lines_reports_the_first_twenty_at_once
 ])
 def test_bad_eval_params_are_one_line(change, message, params, raft_rows, tmp_path):
     with pytest.raises(ParamError, match=message):
-        evaluate(raft_rows["test"][:2], eval_params(params, **change), unused_paths(tmp_path))
+        evaluate(raft_rows["test"][:2], load_eval(eval_params(params, **change)), unused_paths(tmp_path))
 
 
 @pytest.mark.parametrize("pasted", ["sk-proj-Zx81kQ2mVb7R", "sk_live_51Hq8e2K", "hf_AbCdEfGh1234", "Bearer 9f8e7d"])
 def test_a_key_pasted_as_api_key_env_is_refused_without_echoing_it(pasted, params, raft_rows, tmp_path):
     endpoint = {"name": "e", "base_url": "http://127.0.0.1:8000/v1", "model": "m", "api_key_env": pasted}
     with pytest.raises(ParamError) as raised:
-        evaluate(raft_rows["test"][:2], eval_params(params, endpoints=[endpoint]), unused_paths(tmp_path))
+        evaluate(raft_rows["test"][:2], load_eval(eval_params(params, endpoints=[endpoint])), unused_paths(tmp_path))
     message = str(raised.value)
     assert message.startswith("params.yaml: eval.endpoints[0].api_key_env: ") and "(the value is not shown)" in message
     assert pasted not in message and pasted[3:9] not in message

@@ -21,16 +21,19 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from koraft.core.errors import KoraftError, ParamError
 from koraft.core.formats import user_message
-from koraft.evaluation.endpoints import Endpoint, answer_all
-from koraft.evaluation.evaluate import EvalPaths, evaluate
+from koraft.evaluation.config import load_eval
+from koraft.evaluation.evaluate import evaluate
 from koraft.evaluation.served import GREEDY, parity, visible
+from koraft.evaluation.systems import EvalPaths
+from koraft.inference.endpoints import Endpoint, answer_all
 from koraft.models.chat import render_prompt
 from koraft.models.presets import FAMILIES
 from koraft.models.samples import SampleTokenizer, build_prompts
-from koraft.serving.export import check_export, export_model
+from koraft.serving.export import export_model, load_export
 from koraft.serving.llama_cpp import llama_server
 from koraft.serving.ollama import TEMPLATES
 from koraft.serving.serve import vllm_command
+from koraft.training.config import train_settings
 from koraft.training.train import train
 
 REQUESTS = {"concurrency": 2, "timeout_s": 5.0, "retries": 0}
@@ -39,7 +42,7 @@ REQUESTS = {"concurrency": 2, "timeout_s": 5.0, "retries": 0}
 def export_settings(params: dict, **gguf) -> dict:
     changed = copy.deepcopy(params)
     changed["export"]["gguf"].update(gguf)
-    return check_export(changed)
+    return load_export(changed)
 
 
 def render_go(template: str, system: str, prompt: str) -> str:
@@ -69,8 +72,8 @@ def exported(params, raft_rows, tiny_models, tmp_path_factory) -> Path:
     """tiny-s with a briefly trained LoRA adapter, exported by the export stage's function."""
     root = tmp_path_factory.mktemp("export")
     where = paths(root, tiny_models)
-    train(raft_rows["train"][:8], [], model_params(params), quick(params, "lora", steps=6, learning_rate=1.0e-2),
-          where)
+    train(raft_rows["train"][:8], [],
+          train_settings(model_params(params), quick(params, "lora", steps=6, learning_rate=1.0e-2)), where)
     metrics = export_model(where.adapter, root / "export", export_settings(params, outtype="f32"))
     (root / "export.json").write_text(json.dumps(metrics))
     return root
@@ -106,7 +109,7 @@ def test_a_failed_export_leaves_no_output_behind(exported, params):
     changed["export"]["ollama"]["gguf"] = "q4_k_m"
     out = exported / "failed"
     with pytest.raises(KoraftError, match="export.ollama.gguf: q4_k_m was skipped: hidden_size 64"):
-        export_model(exported / "adapter", out, check_export(changed))
+        export_model(exported / "adapter", out, load_export(changed))
     assert not out.exists() and not (exported / "failed.partial").exists()
 
 
@@ -173,7 +176,7 @@ def test_served_variant_is_scored_with_its_parity(exported, params, raft_rows, t
     rows = raft_rows["test"][:8]
     where = EvalPaths(adapter=exported / "adapter", student=exported / "none", tiny_models=tiny_models,
                       predictions=exported, exports=exported / "export")
-    metrics, review = evaluate(rows, settings, where)
+    metrics, review = evaluate(rows, load_eval(settings), where)
     for name in ("served", "served_q4_0"):
         same = sum(row["outputs"][name]["answer"] == row["outputs"]["finetuned"]["answer"] for row in review)
         assert metrics[name]["parity"] == {"compared_to": "finetuned", "answers": round(same / len(rows), 4),
@@ -301,7 +304,7 @@ def test_bad_export_params_are_one_line(change, message, params):
     changed = copy.deepcopy(params)
     changed["export"].update(change)
     with pytest.raises(ParamError, match=re.escape(message)):
-        check_export(changed)
+        load_export(changed)
 
 
 def test_vllm_serves_the_adapter_as_a_lora_module_or_the_merged_folder(tmp_path):

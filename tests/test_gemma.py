@@ -13,12 +13,15 @@ import torch
 from helpers import paths, quick
 
 from koraft.core.errors import KoraftError
-from koraft.evaluation.evaluate import EvalPaths, evaluate
+from koraft.evaluation.config import load_eval
+from koraft.evaluation.evaluate import evaluate
+from koraft.evaluation.systems import EvalPaths
 from koraft.models.chat import render_prompt
 from koraft.models.loading import load_tokenizer
 from koraft.models.packaged import BASE_RECORD, TERMS, build_gemma, build_student, check_student_layers
 from koraft.models.presets import resolve_model
-from koraft.serving.export import check_export, export_model
+from koraft.serving.export import export_model, load_export
+from koraft.training.config import train_settings
 from koraft.training.train import train
 
 pytestmark = [pytest.mark.slow]
@@ -109,7 +112,7 @@ def test_qlora_trains_the_real_model_on_the_cpu_with_a_finite_falling_loss(gemma
     settings = quick(params, "qlora", steps=4, learning_rate=2.0e-3, max_length=160, eval_steps=4, save_steps=4,
                      per_device_train_batch_size=1)
     where = paths(tmp_path, gemma)
-    metrics = train(raft_rows["train"][:2], [], gemma_params(params), settings, where)
+    metrics = train(raft_rows["train"][:2], [], train_settings(gemma_params(params), settings), where)
     curve = (where.plots / "plots/metrics/train/loss.tsv").read_text().splitlines()[1:]
     losses = [float(line.split("\t")[1]) for line in curve]
     assert metrics["model"]["method"] == "qlora" and metrics["steps"] == 4 and len(losses) == 4
@@ -126,11 +129,11 @@ def exported(gemma, params, raft_rows, tmp_path_factory):
     where = paths(root, gemma)
     settings = quick(params, "lora", steps=2, learning_rate=1.0e-3, max_length=256, eval_steps=2, save_steps=2,
                      per_device_train_batch_size=2)
-    train(raft_rows["train"][:4], [], gemma_params(params), settings, where)
+    train(raft_rows["train"][:4], [], train_settings(gemma_params(params), settings), where)
     export = copy.deepcopy(params)
     export["export"]["gguf"] = {"outtype": "f16", "quantizations": ["q8_0", "q4_k_m"]}
     export["export"]["ollama"]["gguf"] = "q8_0"
-    metrics = export_model(where.adapter, root / "export", check_export(export))
+    metrics = export_model(where.adapter, root / "export", load_export(export))
     return root, metrics
 
 
@@ -154,7 +157,7 @@ def test_served_gguf_answers_as_transformers_does(exported, gemma, params, raft_
     rows = raft_rows["test"][:6]
     where = EvalPaths(adapter=root / "adapter", student=root / "none", tiny_models=gemma, predictions=root,
                       exports=root / "export")
-    metrics, _ = evaluate(rows, settings, where)
+    metrics, _ = evaluate(rows, load_eval(settings), where)
     assert metrics["served"]["requests"]["failed"] == 0
     assert metrics["served"]["parity"]["answers"] >= 5 / 6 and metrics["served"]["parity"]["records"] == len(rows), \
         metrics["served"]["parity"]

@@ -16,7 +16,7 @@ from koraft.core.errors import KoraftError, ParamError
 from koraft.data.readers import InputSpec
 from koraft.generation.call_cache import CallCache, Reply
 from koraft.generation.chunking import chunk_document, sentences
-from koraft.generation.config import check_generate
+from koraft.generation.config import GenerateSettings, load_generate
 from koraft.generation.documents import OLE_MAGIC, Document, Passage, find_documents, read_document
 from koraft.generation.generate import generate_to_files
 from koraft.generation.replies import hangul_share, judge_answer, parse_questions
@@ -156,7 +156,7 @@ def test_chunks_end_at_sentences_stay_within_size_and_overlap_by_whole_sentences
 
 
 def test_questions_and_answers_are_read_and_judged_with_named_reasons(params):
-    filters = check_generate(params)["filters"]
+    filters = load_generate(params).filters
     chunk = " ".join(FACTS)
     listed = "다음은 질문입니다:\n1. 한결시는 어디에 있나요?\n2) 인구는 몇 명인가요?\n- 시청은 어디에 있나요?"
     assert parse_questions(listed, 2) == ["한결시는 어디에 있나요?", "인구는 몇 명인가요?"]
@@ -179,10 +179,10 @@ def settings_for(params: dict, folder: Path, url: str, **changes) -> dict:
     generate["generate"]["inputs"] = [str(folder)]
     generate["generate"]["teacher"].update({"base_url": url, "model": "teacher", "retries": 1, "timeout_s": 5.0,
                                             **changes})
-    return check_generate(generate)
+    return load_generate(generate)
 
 
-def generated(settings: dict, out: Path) -> tuple[dict, dict]:
+def generated(settings: GenerateSettings, out: Path) -> tuple[dict, dict]:
     return generate_to_files(settings, out / "records.jsonl", out / "rejects.jsonl", out / "calls.jsonl")
 
 
@@ -315,13 +315,13 @@ def test_a_teacher_that_is_down_or_wrongly_configured_is_one_line(params, docume
     broken = copy.deepcopy(params)
     broken["generate"]["prompts"]["answer"] = "질문에 답하세요: {question}"
     with pytest.raises(ParamError, match=r"generate.prompts.answer.*\{chunk\}"):
-        check_generate(broken)
+        load_generate(broken)
     broken = copy.deepcopy(params)
     broken["generate"]["teacher"]["backend"] = "transformers"
     broken["generate"]["teacher"]["model"] = {"preset": "tiny-s"}
     broken["generate"]["sampling"]["temperature"] = 0.7
     with pytest.raises(ParamError, match="decodes greedily"):
-        check_generate(broken)
+        load_generate(broken)
 
 
 @pytest.mark.slow
@@ -332,7 +332,7 @@ def test_the_tiny_model_as_teacher_has_every_item_counted_with_its_reason(params
                                            model={"name": str(tiny_models / "tiny-s"), "family": "tiny"})
     settings["generate"]["sampling"]["max_tokens"] = 24
     settings["generate"]["questions_per_chunk"] = 2
-    metrics, cost = generated(check_generate(settings), tmp_path)
+    metrics, cost = generated(load_generate(settings), tmp_path)
     items = metrics["items"]
     assert items["requested"] == items["kept"] + items["rejected"] == 2 * metrics["chunks"]["count"]
     assert sum(items["rejected_by_reason"].values()) == items["rejected"] > 0

@@ -18,14 +18,13 @@ import yaml
 from helpers import ROOT
 
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
-STEPS = ("core", "data", "models", "training", "serving", "evaluation", "generation", "publish")
+STEPS = ("core", "inference", "data", "models", "training", "serving", "evaluation", "generation", "publish")
 # What each step may import; nothing imports upward, and no stage imports publish.
-ALLOWED = {"core": {"core"}, "data": {"core", "data"}, "models": {"core", "data", "models"},
-           "training": {"core", "models", "training"}, "serving": {"core", "models", "serving"},
-           "evaluation": {"core", "models", "serving", "evaluation"},
-           # generation calls a teacher through evaluation's endpoint client and greedy decoder, and
-           # judges quotes with data's: it comes first in the pipeline but reuses code from both
-           "generation": {"core", "data", "models", "evaluation", "generation"},
+ALLOWED = {"core": {"core"}, "inference": {"core", "inference"}, "data": {"core", "data"},
+           "models": {"core", "data", "models"}, "training": {"core", "models", "training"},
+           "serving": {"core", "models", "serving"},
+           "evaluation": {"core", "inference", "models", "serving", "evaluation"},
+           "generation": {"core", "inference", "data", "models", "generation"},
            "publish": {"core", "models", "training", "serving", "evaluation", "publish"}}
 
 
@@ -135,3 +134,5 @@ def test_a_publishing_edit_leaves_every_stage_up_to_date_and_an_evaluation_edit_
     assert affected("koraft/training/distill_loss.py") == {"train", "teacher", "distill"}
     assert affected("koraft/data/raft.py") == {"validate", "split", "raft"}
     assert affected("koraft/generation/replies.py") == {"generate"}
+    assert affected("koraft/inference/endpoints.py") == {"generate", "evaluate"}
+    assert affected("koraft/evaluation/served.py") == {"evaluate"}  # no evaluation code is a dep of generate

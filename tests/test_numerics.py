@@ -25,10 +25,12 @@ import stages  # noqa: F401
 import torch
 from pathlib import Path
 from koraft.core.jsonl import read_jsonl
+from koraft.training.config import train_settings
 from koraft.training.train import TrainPaths, train
 job = json.loads(sys.argv[1])
 root = Path(job["root"])
-train(list(read_jsonl(root / "train.jsonl")), list(read_jsonl(root / "val.jsonl")), job["model"], job["settings"],
+train(list(read_jsonl(root / "train.jsonl")), list(read_jsonl(root / "val.jsonl")),
+      train_settings(job["model"], job["settings"]),
       TrainPaths(adapter=root / "adapter", checkpoints=root / "checkpoints", plots=root / "plots",
                  tiny_models=Path(job["tiny_models"])))
 print(json.dumps({"threads": torch.get_num_threads(), "capability": torch.backends.cpu.get_cpu_capability()}))

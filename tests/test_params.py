@@ -11,10 +11,9 @@ from helpers import ROOT, set_dotted
 
 from koraft.core.config import check_seed, load_params
 from koraft.core.errors import KoraftError, ParamError
-from koraft.data.config import check_raft, check_split, check_validate
+from koraft.data.config import load_raft, load_split, load_validate
 from koraft.models.presets import resolve_model
-from koraft.training.distill import check_distill, distill_settings
-from koraft.training.train import check_train, train_settings
+from koraft.training.config import check_train, distill_section, distill_settings, train_section
 
 
 def broken(params, dotted_key, value):
@@ -24,26 +23,26 @@ def broken(params, dotted_key, value):
 
 
 @pytest.mark.parametrize("check, key, value, named", [
-    (check_raft, "raft.p_golden", 1.5, "raft.p_golden"),
-    (check_raft, "raft.p_golden", "0.8", "raft.p_golden"),
-    (check_raft, "raft.num_distractors", -1, "raft.num_distractors"),
-    (check_raft, "raft.num_distractors", 2.5, "raft.num_distractors"),
-    (check_raft, "raft.distractor_source", "dense", "raft.distractor_source"),
-    (check_raft, "raft.omitted_golden_target", "guess", "raft.omitted_golden_target"),
-    (check_raft, "raft.instruction", "  ", "raft.instruction"),
-    (check_raft, "raft.bm25.k1", "1.5e0x", "raft.bm25.k1"),
-    (check_raft, "raft.bm25.pool", 0, "raft.bm25.pool"),
-    (check_raft, "raft.bm25.pool", 2.5, "raft.bm25.pool"),
-    (check_raft, "raft.bm25.terms", "words", "raft.bm25.terms"),
-    (check_split, "split.ratios.train", 0.7, "split.ratios"),
-    (check_split, "split.ratios.val", -0.1, "split.ratios.val"),
-    (check_split, "split.salt", True, "split.salt"),
+    (load_raft, "raft.p_golden", 1.5, "raft.p_golden"),
+    (load_raft, "raft.p_golden", "0.8", "raft.p_golden"),
+    (load_raft, "raft.num_distractors", -1, "raft.num_distractors"),
+    (load_raft, "raft.num_distractors", 2.5, "raft.num_distractors"),
+    (load_raft, "raft.distractor_source", "dense", "raft.distractor_source"),
+    (load_raft, "raft.omitted_golden_target", "guess", "raft.omitted_golden_target"),
+    (load_raft, "raft.instruction", "  ", "raft.instruction"),
+    (load_raft, "raft.bm25.k1", "1.5e0x", "raft.bm25.k1"),
+    (load_raft, "raft.bm25.pool", 0, "raft.bm25.pool"),
+    (load_raft, "raft.bm25.pool", 2.5, "raft.bm25.pool"),
+    (load_raft, "raft.bm25.terms", "words", "raft.bm25.terms"),
+    (load_split, "split.ratios.train", 0.7, "split.ratios"),
+    (load_split, "split.ratios.val", -0.1, "split.ratios.val"),
+    (load_split, "split.salt", True, "split.salt"),
     (check_seed, "seed", "42", "seed"),
-    (check_validate, "validate.lengths.answer", [5, 1], "validate.lengths.answer"),
-    (check_validate, "validate.near_duplicates.bands", 7, "validate.near_duplicates.bands"),
-    (check_validate, "validate.near_duplicates.threshold", 2, "validate.near_duplicates.threshold"),
-    (check_validate, "validate.inputs.0.format", "xml", "validate.inputs[0].format"),
-    (check_validate, "validate.inputs.2.columns", {"questoin": "질문"}, "validate.inputs[2].columns"),
+    (load_validate, "validate.lengths.answer", [5, 1], "validate.lengths.answer"),
+    (load_validate, "validate.near_duplicates.bands", 7, "validate.near_duplicates.bands"),
+    (load_validate, "validate.near_duplicates.threshold", 2, "validate.near_duplicates.threshold"),
+    (load_validate, "validate.inputs.0.format", "xml", "validate.inputs[0].format"),
+    (load_validate, "validate.inputs.2.columns", {"questoin": "질문"}, "validate.inputs[2].columns"),
 ])
 def test_bad_value_names_its_key(params, check, key, value, named):
     with pytest.raises(ParamError) as error:
@@ -55,14 +54,14 @@ def test_bad_value_names_its_key(params, check, key, value, named):
 MISSPELLED = {  # a misspelled key, the check that reads its section, the key it should have been
     "model.revison": (lambda p: resolve_model(p["model"]), "revision"),
     "distill.student.revison": (lambda p: resolve_model(p["distill"]["student"], key="distill.student"), "revision"),
-    "raft.num_distractor": (check_raft, "num_distractors"),
-    "raft.bm25.poool": (check_raft, "pool"),
-    "split.seeed": (check_split, None),  # near no known key: they are listed
-    "validate.unverified_quote": (check_validate, "unverified_quotes"),
-    "validate.near_duplicates.treshold": (check_validate, "threshold"),
-    "train.early_stop_patience": (lambda p: check_train(train_settings(p)), "early_stopping_patience"),
-    "distill.loss.alfa": (lambda p: check_distill(distill_settings(p)), "alpha"),
-    "distill.teacher.topk": (lambda p: check_distill(distill_settings(p)), "top_k"),
+    "raft.num_distractor": (load_raft, "num_distractors"),
+    "raft.bm25.poool": (load_raft, "pool"),
+    "split.seeed": (load_split, None),  # near no known key: they are listed
+    "validate.unverified_quote": (load_validate, "unverified_quotes"),
+    "validate.near_duplicates.treshold": (load_validate, "threshold"),
+    "train.early_stop_patience": (lambda p: check_train(train_section(p)), "early_stopping_patience"),
+    "distill.loss.alfa": (lambda p: distill_settings(distill_section(p)), "alpha"),
+    "distill.teacher.topk": (lambda p: distill_settings(distill_section(p)), "top_k"),
 }
 
 
@@ -89,14 +88,14 @@ def test_an_unknown_top_level_key_is_refused_when_params_are_loaded(tmp_path):
 
 def test_yaml_exponent_without_dot_gets_a_hint(params):
     with pytest.raises(ParamError, match="2.0e-4"):
-        check_raft(broken(params, "raft.p_golden", "2e-4"))
+        load_raft(broken(params, "raft.p_golden", "2e-4"))
 
 
 def test_shipped_params_are_valid(params):
     check_seed(params)
-    check_validate(params)
-    check_split(params)
-    check_raft(params)
+    load_validate(params)
+    load_split(params)
+    load_raft(params)
 
 
 def has_key(params: dict, dotted_key: str) -> bool:

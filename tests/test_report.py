@@ -14,6 +14,7 @@ from koraft.core.errors import KoraftError
 from koraft.models.card import render_card, write_card
 from koraft.publish.hub import push, stage_folder
 from koraft.publish.report import load_run, write_report
+from koraft.training.config import TrainSettings
 
 
 @pytest.fixture
@@ -23,6 +24,12 @@ def workspace(tmp_path, monkeypatch):
     shutil.copy2(ROOT / "params.yaml", tmp_path / "params.yaml")
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+def card_settings(**sections) -> TrainSettings:
+    """The training settings a card writes down: LoRA, quantization and trainer arguments."""
+    return TrainSettings(**{"model": {}, "system_prompt": "", "method": "lora", "args": {}, "lora": {},
+                            "quantization": {}, **sections})
 
 
 def test_report_has_tables_intervals_examples_and_valid_pngs(workspace):
@@ -61,7 +68,7 @@ def test_model_card_names_base_license_data_and_training(teacher_adapter, tmp_pa
     training = {"steps": 30, "epochs": 1.0, "loss": {"train_final": 2.5, "eval_final": 3.1, "eval_best": 3.0},
                 "samples": {"train": {"samples": 16, "records": 16, "samples_trimmed": 0, "samples_skipped": 0}},
                 "cost": {"train_runtime_s": 12.3}}
-    write_card(folder, training, {"args": {"learning_rate": 3.0e-3}}, data)
+    write_card(folder, training, card_settings(args={"learning_rate": 3.0e-3}), data)
     card = (folder / "README.md").read_text(encoding="utf-8")
     front = yaml.safe_load(card.split("---")[1])
     assert front["license"] == "other" and front["license_name"] == "koraft-tiny" and front["language"] == ["ko"]
@@ -80,7 +87,7 @@ def test_real_families_get_their_license_and_base_model(teacher_adapter, tmp_pat
     manifest["model"].update(family="gemma2", source="google/gemma-2-2b-it", preset="gemma-2-2b-it", revision="abc")
     manifest["method"] = "qlora"
     (folder / "koraft_manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-    card = render_card(folder, {}, {"lora": {"r": 16}, "quantization": {"bnb_4bit_quant_type": "nf4"}}, "0" * 64)
+    card = render_card(folder, {}, card_settings(lora={"r": 16}, quantization={"bnb_4bit_quant_type": "nf4"}), "0" * 64)
     front = yaml.safe_load(card.split("---")[1])
     assert front["license"] == "gemma" and front["base_model"] == "google/gemma-2-2b-it"
     assert front["library_name"] == "peft" and "`google/gemma-2-2b-it` at revision `abc`" in card

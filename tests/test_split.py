@@ -10,7 +10,7 @@ from helpers import build_raft, synthetic_records
 
 from koraft.core.errors import KoraftError
 from koraft.core.jsonl import read_jsonl
-from koraft.data.config import check_raft, check_split
+from koraft.data.config import load_raft, load_split, split_settings
 from koraft.data.quality import QualityReport
 from koraft.data.split import SPLITS, assign_split, write_splits
 
@@ -38,8 +38,9 @@ def split_and_report(rows):
 @pytest.fixture(scope="module")
 def raft_rows(tmp_path_factory, params, validate_params):
     records = synthetic_records(tmp_path_factory.mktemp("split"), validate_params, num_docs=120)
-    raft = {**check_raft(params), "distractor_source": "random"}
-    rows, _ = build_raft(records, raft, check_split(params), seed=5)
+    load_raft(params), load_split(params)
+    raft = {**params["raft"], "distractor_source": "random"}
+    rows, _ = build_raft(records, raft, params["split"], seed=5)
     return rows
 
 
@@ -70,7 +71,7 @@ def test_split_files_hold_each_document_in_its_bucket_and_count_every_record(tmp
     records = synthetic_records(tmp_path, validate_params, num_docs=60)
     (tmp_path / "records.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     outputs = {name: tmp_path / "split" / f"{name}.jsonl" for name in SPLITS}
-    report = write_splits(tmp_path / "records.jsonl", outputs, split_params)
+    report = write_splits(tmp_path / "records.jsonl", outputs, split_settings(split_params))
     written = {name: list(read_jsonl(path)) for name, path in outputs.items()}
     assert sum(report["records"].values()) == len(records) == sum(len(rows) for rows in written.values())
     for name, rows in written.items():
@@ -83,4 +84,5 @@ def test_split_files_hold_each_document_in_its_bucket_and_count_every_record(tmp
 def test_nothing_to_split_is_a_clear_error(tmp_path, split_params):
     (tmp_path / "records.jsonl").write_text("")
     with pytest.raises(KoraftError, match="no records to split"):
-        write_splits(tmp_path / "records.jsonl", {name: tmp_path / f"{name}.jsonl" for name in SPLITS}, split_params)
+        write_splits(tmp_path / "records.jsonl", {name: tmp_path / f"{name}.jsonl" for name in SPLITS},
+                     split_settings(split_params))

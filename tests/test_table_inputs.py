@@ -12,7 +12,7 @@ import pytest
 from helpers import validate_inputs
 
 from koraft.core.errors import InputError, ParamError
-from koraft.data.config import check_validate
+from koraft.data.config import load_validate
 from koraft.data.readers import InputSpec, infer_format, read_records
 
 DOC = "서울특별시는 대한민국의 수도이며 인구는 약 940만 명이다. 1988년에 하계 올림픽이 열렸다."
@@ -160,7 +160,7 @@ def test_a_hub_dataset_offline_is_one_clear_line(tmp_path):
 
 def test_table_keys_in_params_are_checked_per_format(params):
     def entry(**keys):
-        return check_validate({**params, "validate": {**params["validate"], "inputs": [keys]}})[1][0]
+        return load_validate({**params, "validate": {**params["validate"], "inputs": [keys]}}).inputs[0]
 
     spec = entry(path="data/raw/faq.xlsx", sheet="질의응답", header_row=2)
     assert (spec.format, spec.sheet, spec.header_row) == ("xlsx", "질의응답", 2)

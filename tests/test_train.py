@@ -15,6 +15,7 @@ from koraft.core.errors import KoraftError
 from koraft.models.presets import FAMILIES
 from koraft.models.samples import SampleTokenizer, build_samples
 from koraft.serving.merge import merge_adapter
+from koraft.training.config import train_settings
 from koraft.training.train import train
 
 pytestmark = [pytest.mark.slow]
@@ -36,8 +37,8 @@ def fixed_batch_loss(model, tokenizer, rows: list[dict], system_prompt: str) -> 
 def test_training_saves_a_loadable_adapter_that_lowers_the_loss(method, params, raft_rows, tiny_models, tmp_path):
     rows = raft_rows["train"][:8]
     where = paths(tmp_path, tiny_models)
-    metrics = train(rows, raft_rows["val"][:4], model_params(params),
-                    quick(params, method, steps=12, learning_rate=1.0e-2), where)
+    metrics = train(rows, raft_rows["val"][:4], train_settings(model_params(params),
+                    quick(params, method, steps=12, learning_rate=1.0e-2)), where)
     assert (where.adapter / "adapter_model.safetensors").exists() and not where.checkpoints.exists()
     assert metrics["steps"] == 12 and metrics["model"]["method"] == method
     assert 0 < metrics["parameters"]["trainable_share"] < 0.5 and metrics["cost"]["adapter_bytes"] > 0
@@ -73,7 +74,7 @@ def test_qlora_loads_the_base_in_4_bit_nf4(params, raft_rows, tiny_models, tmp_p
             self.double = {layer.weight.quant_state.nested for layer in layers}
 
     inspect = Inspect()
-    train(raft_rows["train"][:4], [], model_params(params), quick(params, "qlora", steps=1),
+    train(raft_rows["train"][:4], [], train_settings(model_params(params), quick(params, "qlora", steps=1)),
           paths(tmp_path, tiny_models), callbacks=[inspect])
     assert inspect.quant_types == {"nf4"} and inspect.double == {True}
 
@@ -82,13 +83,13 @@ def test_interrupted_run_resumes_to_the_same_adapter(params, raft_rows, tiny_mod
     rows, val = raft_rows["train"][:12], raft_rows["val"][:4]
     settings = quick(params, "lora", steps=8)
     clean = paths(tmp_path / "clean", tiny_models)
-    uninterrupted = train(rows, val, model_params(params), settings, clean)
+    uninterrupted = train(rows, val, train_settings(model_params(params), settings), clean)
 
     interrupted = paths(tmp_path / "interrupted", tiny_models)
     with pytest.raises(KeyboardInterrupt):
-        train(rows, val, model_params(params), settings, interrupted, callbacks=[Crash(at_step=4)])
+        train(rows, val, train_settings(model_params(params), settings), interrupted, callbacks=[Crash(at_step=4)])
     assert (interrupted.checkpoints / "checkpoint-4" / "trainer_state.json").exists()
-    metrics = train(rows, val, model_params(params), settings, interrupted)
+    metrics = train(rows, val, train_settings(model_params(params), settings), interrupted)
     assert metrics.pop("cost")["resumed_from_step"] == 4 and uninterrupted.pop("cost")["resumed_from_step"] is None
     assert metrics == uninterrupted  # every compared figure, the mean train loss included
 
@@ -106,15 +107,16 @@ def test_checkpoints_of_other_params_are_not_resumed(params, raft_rows, tiny_mod
     rows = raft_rows["train"][:8]
     where = paths(tmp_path, tiny_models)
     with pytest.raises(KeyboardInterrupt):
-        train(rows, [], model_params(params), quick(params, steps=6), where, callbacks=[Crash(at_step=2)])
-    metrics = train(rows, [], model_params(params), quick(params, steps=6, learning_rate=5.0e-4), where)
+        train(rows, [], train_settings(model_params(params), quick(params, steps=6)), where,
+              callbacks=[Crash(at_step=2)])
+    metrics = train(rows, [], train_settings(model_params(params), quick(params, steps=6, learning_rate=5.0e-4)), where)
     assert metrics["cost"]["resumed_from_step"] is None
 
 
 def test_merge_reloads_the_base_unquantized_and_equals_base_plus_adapter(params, raft_rows, tiny_models, tmp_path):
     where = paths(tmp_path, tiny_models)
-    train(raft_rows["train"][:8], [], model_params(params), quick(params, "qlora", steps=4, learning_rate=1.0e-2),
-          where)
+    train(raft_rows["train"][:8], [],
+          train_settings(model_params(params), quick(params, "qlora", steps=4, learning_rate=1.0e-2)), where)
     merged_dir = merge_adapter(where.adapter, tmp_path / "merged", dtype="float32")
     merged = AutoModelForCausalLM.from_pretrained(merged_dir)
     assert "quantization_config" not in json.loads((merged_dir / "config.json").read_text())
@@ -133,7 +135,8 @@ def test_merge_reloads_the_base_unquantized_and_equals_base_plus_adapter(params,
 
 def test_full_fine_tuning_saves_a_whole_model(params, raft_rows, tiny_models, tmp_path):
     where = paths(tmp_path, tiny_models)
-    metrics = train(raft_rows["train"][:4], [], model_params(params), quick(params, "full", steps=2), where)
+    metrics = train(raft_rows["train"][:4], [], train_settings(model_params(params), quick(params, "full", steps=2)),
+                    where)
     assert metrics["parameters"]["trainable_share"] == 1.0
     assert (where.adapter / "model.safetensors").exists()
     with pytest.raises(KoraftError, match="already is a standalone model"):
@@ -157,7 +160,7 @@ def test_bad_params_fail_in_one_line_before_training(change, expected, params, r
     change(model, settings)
     where = paths(tmp_path, tiny_models)
     with pytest.raises(KoraftError, match=expected) as error:
-        train(raft_rows["train"][:4], [], model, settings, where)
+        train(raft_rows["train"][:4], [], train_settings(model, settings), where)
     assert "\n" not in str(error.value) and not where.checkpoints.exists()
 
 
@@ -191,13 +194,15 @@ def test_new_user_mistakes_fail_in_one_line_before_any_model_loads(change, expec
     model, settings = model_params(params), quick(params)
     change(model, settings)
     with pytest.raises(KoraftError, match=expected) as error:
-        train(raft_rows["train"][:4], raft_rows["val"][:2], model, settings, paths(tmp_path, tiny_models))
+        train(raft_rows["train"][:4], raft_rows["val"][:2], train_settings(model, settings),
+              paths(tmp_path, tiny_models))
     assert "\n" not in str(error.value)
 
 
 def test_empty_training_split_is_a_clear_error(params, tiny_models, tmp_path):
     with pytest.raises(KoraftError, match="train.jsonl: training split is empty"):
-        train([], [], model_params(params), quick(params), paths(tmp_path, tiny_models), "data/raft/train.jsonl")
+        train([], [], train_settings(model_params(params), quick(params)), paths(tmp_path, tiny_models),
+              "data/raft/train.jsonl")
 
 
 def test_family_without_chat_template_is_refused(params, raft_rows, tiny_models, tmp_path):
@@ -208,5 +213,5 @@ def test_family_without_chat_template_is_refused(params, raft_rows, tiny_models,
     tokenizer.save_pretrained(folder)
     (folder / "chat_template.jinja").unlink(missing_ok=True)
     with pytest.raises(KoraftError, match="has no chat template"):
-        train(raft_rows["train"][:4], [], {"name": str(folder), "family": "tiny"}, quick(params),
+        train(raft_rows["train"][:4], [], train_settings({"name": str(folder), "family": "tiny"}, quick(params)),
               paths(tmp_path, tiny_models))

@@ -1,10 +1,12 @@
-"""The data stages' params sections (validate, split, raft), each checked before any record is read."""
+"""The data stages' params sections (validate, split, raft), each checked into its settings before any record
+is read."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from koraft.core.config import check_choice, check_number, check_text, reject_unknown_keys, section
+from koraft.core.config import check_choice, check_number, check_seed, check_text, reject_unknown_keys, section
 from koraft.core.errors import ParamError
 from koraft.data.bm25 import TERMS as BM25_TERMS
 from koraft.data.quotes import UNVERIFIED_POLICIES
@@ -18,7 +20,42 @@ RAFT_KEYS = {"num_distractors", "p_golden", "distractor_source", "bm25", "omitte
              "instruction", "cot_instruction"}
 
 
-def check_validate(params: dict[str, Any]) -> tuple[dict[str, Any], list[InputSpec]]:
+@dataclass(frozen=True)
+class ValidateSettings:
+    inputs: tuple[InputSpec, ...]
+    lengths: dict[str, list[int]]  # text field -> [min, max] characters
+    near_duplicates: dict[str, Any]  # threshold, shingle_size, num_perm, bands
+    unverified_quotes: str  # one of UNVERIFIED_POLICIES
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    salt: int
+    ratios: dict[str, float]  # train, val, test shares, summing to 1
+
+
+@dataclass(frozen=True)
+class BM25Settings:
+    k1: float
+    b: float
+    pool: int  # candidate documents scored per query
+    terms: str  # one of koraft.data.bm25.TERMS
+
+
+@dataclass(frozen=True)
+class RaftSettings:
+    num_distractors: int
+    p_golden: float
+    distractor_source: str  # random or bm25
+    omitted_golden_target: str  # recall or abstain
+    abstain_answer: str
+    instruction: str
+    cot_instruction: str
+    bm25: BM25Settings
+    seed: int  # the top-level seed: distractors and whether a record keeps its golden document
+
+
+def load_validate(params: dict[str, Any]) -> ValidateSettings:
     validate = section(params, "validate")
     reject_unknown_keys(validate, {"inputs", "unverified_quotes", "lengths", "near_duplicates"}, "validate")
     inputs = validate.get("inputs")
@@ -72,7 +109,7 @@ def check_validate(params: dict[str, Any]) -> tuple[dict[str, Any], list[InputSp
     bands = check_number(near, "bands", "validate.near_duplicates", 1, num_perm, integer=True)
     if num_perm % bands:
         raise ParamError("validate.near_duplicates.bands", f"must divide num_perm ({num_perm}), got {bands}")
-    return validate, specs
+    return ValidateSettings(tuple(specs), dict(lengths), dict(near), validate["unverified_quotes"])
 
 
 def _check_table_keys(entry: dict[str, Any], fmt: str, key: str) -> dict[str, Any]:
@@ -99,8 +136,11 @@ def _check_table_keys(entry: dict[str, Any], fmt: str, key: str) -> dict[str, An
     return table
 
 
-def check_split(params: dict[str, Any]) -> dict[str, Any]:
-    split = section(params, "split")
+def load_split(params: dict[str, Any]) -> SplitSettings:
+    return split_settings(section(params, "split"))
+
+
+def split_settings(split: dict[str, Any]) -> SplitSettings:
     reject_unknown_keys(split, {"salt", "ratios"}, "split")
     check_number(split, "salt", "split", 0, 2**32 - 1, integer=True)
     ratios = split.get("ratios")
@@ -112,11 +152,14 @@ def check_split(params: dict[str, Any]) -> dict[str, Any]:
         raise ParamError("split.ratios", f"must sum to 1, got {sum(ratios.values()):.6g}")
     if ratios["train"] == 0:
         raise ParamError("split.ratios.train", "must be above 0")
-    return split
+    return SplitSettings(split["salt"], dict(ratios))
 
 
-def check_raft(params: dict[str, Any]) -> dict[str, Any]:
-    raft = section(params, "raft")
+def load_raft(params: dict[str, Any]) -> RaftSettings:
+    return raft_settings(section(params, "raft"), check_seed(params))
+
+
+def raft_settings(raft: dict[str, Any], seed: int) -> RaftSettings:
     reject_unknown_keys(raft, RAFT_KEYS, "raft")
     check_number(raft, "num_distractors", "raft", 0, 100, integer=True)
     check_number(raft, "p_golden", "raft", 0.0, 1.0)
@@ -130,4 +173,5 @@ def check_raft(params: dict[str, Any]) -> dict[str, Any]:
     check_number(bm25, "b", "raft.bm25", 0.0, 1.0)
     check_number(bm25, "pool", "raft.bm25", 1, 10**9, integer=True)
     check_choice(bm25, "terms", "raft.bm25", BM25_TERMS)
-    return raft
+    return RaftSettings(**{key: raft[key] for key in RAFT_KEYS - {"bm25"}}, seed=seed,
+                        bm25=BM25Settings(bm25["k1"], bm25["b"], bm25["pool"], bm25["terms"]))

@@ -18,6 +18,7 @@ from typing import Any
 from koraft.core.errors import KoraftError
 from koraft.core.jsonl import jsonl_line, read_jsonl
 from koraft.data.bm25 import BM25Index, term_tokenizer
+from koraft.data.config import RaftSettings
 from koraft.data.neardup import text_hash
 from koraft.data.quality import QualityReport
 
@@ -75,7 +76,7 @@ def document_store(records_path: str | Path, scratch: Path) -> DocumentStore:
     return store
 
 
-def write_raft(records_path: str | Path, raft_path: str | Path, raft: dict[str, Any], seed: int, split_name: str,
+def write_raft(records_path: str | Path, raft_path: str | Path, raft: RaftSettings, split_name: str,
                quality: QualityReport) -> dict[str, Any]:
     """Stream one split's validated records to its RAFT rows (same order); returns the split's counts.
 
@@ -88,22 +89,22 @@ def write_raft(records_path: str | Path, raft_path: str | Path, raft: dict[str, 
     texts = document_store(records_path, raft_path.with_name(raft_path.name + ".documents"))
     try:
         doc_ids = sorted(texts)
-        num = raft["num_distractors"]
-        needed = num + 1 if raft["p_golden"] == 1 else num + 2  # a record without its golden doc shows num + 1
+        num = raft.num_distractors
+        needed = num + 1 if raft.p_golden == 1 else num + 2  # a record without its golden doc shows num + 1
         if doc_ids and len(doc_ids) < needed:  # an empty split needs none
             raise KoraftError(
                 f"{records_path}: split '{split_name}' has {len(doc_ids)} documents but raft.num_distractors={num} "
-                f"with raft.p_golden={raft['p_golden']} needs at least {needed}: lower raft.num_distractors, "
+                f"with raft.p_golden={raft.p_golden} needs at least {needed}: lower raft.num_distractors, "
                 f"change split.ratios, or add data"
             )
-        ranker = _BM25Ranker(texts, doc_ids, raft) if raft["distractor_source"] == "bm25" and doc_ids else None
+        ranker = _BM25Ranker(texts, doc_ids, raft) if raft.distractor_source == "bm25" and doc_ids else None
         counts = Counter()
         with open(raft_path, "w", encoding="utf-8", newline="\n") as out:
             for chunk in _chunks(read_jsonl(records_path), RANK_CHUNK):
                 ranked = ranker.rank(chunk, num + 1) if ranker else [[] for _ in chunk]
                 for record, hits in zip(chunk, ranked, strict=True):
-                    rng = random.Random(f"{seed}:{record['id']}")
-                    keep_golden = rng.random() < raft["p_golden"]
+                    rng = random.Random(f"{raft.seed}:{record['id']}")
+                    keep_golden = rng.random() < raft.p_golden
                     count = num if keep_golden else num + 1
                     chosen = hits[:count]
                     counts["hard"] += len(chosen)
@@ -149,13 +150,13 @@ class _BM25Ranker:
     """A BM25 index of one split's documents; ranks a chunk of records' questions against it
     (each within its golden document's pool of at most raft.bm25.pool documents)."""
 
-    def __init__(self, texts: DocumentStore, doc_ids: list[str], raft: dict[str, Any]) -> None:
-        self.tokenize = term_tokenizer(raft["bm25"]["terms"])
+    def __init__(self, texts: DocumentStore, doc_ids: list[str], raft: RaftSettings) -> None:
+        self.tokenize = term_tokenizer(raft.bm25.terms)
         self.doc_ids = doc_ids
         self.position = {doc_id: i for i, doc_id in enumerate(doc_ids)}
         chunks = _chunks((texts[d] for d in doc_ids), RANK_CHUNK)
         tokens = (tokens for chunk in chunks for tokens in self.tokenize(chunk))
-        self.index = BM25Index(tokens, raft["bm25"]["k1"], raft["bm25"]["b"], raft["bm25"]["pool"])
+        self.index = BM25Index(tokens, raft.bm25.k1, raft.bm25.b, raft.bm25.pool)
 
     def rank(self, records: list[dict[str, Any]], k: int) -> list[list[str]]:
         """For each record, the documents of the split best matching its question, golden excluded."""
@@ -169,7 +170,7 @@ def _raft_row(
     distractors: list[str],
     texts: DocumentStore,
     keep_golden: bool,
-    raft: dict[str, Any],
+    raft: RaftSettings,
     rng: random.Random,
     split_name: str,
 ) -> dict[str, Any]:
@@ -177,18 +178,18 @@ def _raft_row(
     if keep_golden:
         documents.append((record["doc_id"], record["context"]))
     rng.shuffle(documents)
-    abstain = not keep_golden and raft["omitted_golden_target"] == "abstain"
+    abstain = not keep_golden and raft.omitted_golden_target == "abstain"
     cot = None if abstain else record.get("cot")  # its quotes come from the document left out
     return {
         "id": record["id"],
         "doc_id": record["doc_id"],
-        "instruction": raft["cot_instruction"] if cot else raft["instruction"],
+        "instruction": raft.cot_instruction if cot else raft.instruction,
         "question": record["question"],
         "documents": [text for _, text in documents],
         "oracle_index": [d for d, _ in documents].index(record["doc_id"]) if keep_golden else None,
         "oracle_included": keep_golden,
         "distractor_doc_ids": list(distractors),
-        "answer": raft["abstain_answer"] if abstain else record["answer"],
+        "answer": raft.abstain_answer if abstain else record["answer"],
         "cot": cot,
         "split": split_name,
     }
@@ -201,16 +202,16 @@ def _count(counts: Counter, row: dict[str, Any]) -> None:
     counts["distractors"] += len(row["distractor_doc_ids"])
 
 
-def raft_metrics(splits: dict[str, dict[str, Any]], quality: QualityReport, raft: dict[str, Any]) -> dict[str, Any]:
+def raft_metrics(splits: dict[str, dict[str, Any]], quality: QualityReport, raft: RaftSettings) -> dict[str, Any]:
     """metrics/raft.json from each split's counts (write_raft) and the rows' quality report."""
     total = {key: sum(split[key] for split in splits.values())
              for key in ("records", "golden_included", "with_cot", "distractors", "hard")}
     omitted = total["records"] - total["golden_included"]
     return {
         "records": total["records"],
-        "distractor_source": raft["distractor_source"],
+        "distractor_source": raft.distractor_source,
         "golden_included_share": round(total["golden_included"] / max(total["records"], 1), 4),
-        "abstain_targets": omitted if raft["omitted_golden_target"] == "abstain" else 0,
+        "abstain_targets": omitted if raft.omitted_golden_target == "abstain" else 0,
         "with_cot": total["with_cot"],
         "distractors": total["distractors"],
         "bm25_hard_negative_share": round(total["hard"] / max(total["distractors"], 1), 4),

@@ -11,13 +11,16 @@ import hashlib
 from array import array
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from koraft.core.errors import KoraftError
 from koraft.core.jsonl import jsonl_line, read_jsonl
 from koraft.core.measure import length_stats
 from koraft.data.neardup import text_hash
 from koraft.data.outputs import written_whole
+
+if TYPE_CHECKING:  # koraft.data.config imports SPLITS from here
+    from koraft.data.config import SplitSettings
 
 SPLITS = ("train", "val", "test")
 
@@ -33,7 +36,7 @@ def assign_split(doc_id: str, ratios: dict[str, float], salt: int) -> str:
     return [name for name in SPLITS if ratios[name] > 0][-1]  # float rounding at the top edge
 
 
-def write_splits(records_path: str | Path, outputs: dict[str, Path], split: dict[str, Any]) -> dict[str, Any]:
+def write_splits(records_path: str | Path, outputs: dict[str, Path], split: SplitSettings) -> dict[str, Any]:
     """Stream validated records into one file per split (same order); returns metrics/split.json.
 
     Every record of a document lands in the document's split, so no golden document is in two
@@ -52,7 +55,7 @@ def _write_splits(records_path: str | Path, outputs: dict[str, Path], split: dic
     handles = {name: open(outputs[name], "w", encoding="utf-8", newline="\n") for name in SPLITS}
     try:
         for record in read_jsonl(records_path):
-            name = assign_split(record["doc_id"], split["ratios"], split["salt"])
+            name = assign_split(record["doc_id"], split.ratios, split.salt)
             handles[name].write(jsonl_line(record))
             counts[name] += 1
             counts[("with_cot", name)] += record.get("cot") is not None

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from koraft.core.config import check_choice, check_number, check_text, reject_unknown_keys, section
 from koraft.core.errors import ParamError
-from koraft.evaluation.endpoints import check_base_url, check_key_env
+from koraft.inference.endpoints import check_base_url, check_key_env
 
 KEYS = {"inputs", "chunking", "questions_per_chunk", "teacher", "sampling", "prices", "prompts", "filters"}
 TEACHER_KEYS = {"backend", "model", "base_url", "api_key_env", "revision", "concurrency", "timeout_s", "retries",
@@ -16,7 +17,19 @@ FILTER_KEYS = {"question_chars", "answer_chars", "cot_chars", "min_hangul_share"
 PLACEHOLDERS = {"questions": ("{chunk}", "{count}"), "answer": ("{chunk}", "{question}")}
 
 
-def check_generate(params: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class GenerateSettings:
+    inputs: tuple[str, ...]  # files or folders under the stage's documents folder
+    chunking: dict[str, Any]  # unit, size, overlap, tokenizer
+    questions_per_chunk: int
+    teacher: dict[str, Any]  # as written, with `resolved` (a ResolvedModel) for the transformers backend
+    sampling: dict[str, Any]  # temperature, max_tokens, top_p, seed
+    prices: dict[str, Any]  # input_per_million, output_per_million, currency
+    prompts: dict[str, str]  # system, questions, answer
+    filters: dict[str, Any]
+
+
+def load_generate(params: dict[str, Any]) -> GenerateSettings:
     generate = section(params, "generate")
     reject_unknown_keys(generate, KEYS, "generate")
     inputs = generate.get("inputs") or []
@@ -71,7 +84,9 @@ def check_generate(params: dict[str, Any]) -> dict[str, Any]:
     check_number(filters, "near_duplicate_questions", "generate.filters", 0.0, 1.0)
     if not isinstance(filters.get("span_answers"), bool):
         raise ParamError("generate.filters.span_answers", f"must be true or false, got {filters.get('span_answers')!r}")
-    return {**generate, "inputs": inputs, "teacher": teacher}
+    return GenerateSettings(inputs=tuple(inputs), chunking=chunking,
+                            questions_per_chunk=generate["questions_per_chunk"],
+                            teacher=teacher, sampling=sampling, prices=prices, prompts=prompts, filters=filters)
 
 
 def _resolved_model(model: Any):

@@ -22,6 +22,7 @@ from koraft.data.neardup import DocumentGrouper
 from koraft.data.outputs import written_whole
 from koraft.generation.call_cache import CallCache, Reply, call_key
 from koraft.generation.chunking import Chunk, chunk_document
+from koraft.generation.config import GenerateSettings
 from koraft.generation.documents import DocumentReject, find_documents, read_document
 from koraft.generation.replies import judge_answer, parse_questions, question_problem
 from koraft.generation.teachers import Call, ask_teacher, teacher_identity
@@ -29,7 +30,7 @@ from koraft.generation.teachers import Call, ask_teacher, teacher_identity
 _OUTPUT_PREVIEW = 300  # characters of a rejected reply kept in the rejects file
 
 
-def generate_to_files(settings: dict[str, Any], records_path: Path, rejects_path: Path, calls_path: Path
+def generate_to_files(settings: GenerateSettings, records_path: Path, rejects_path: Path, calls_path: Path
                       ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Write the records and rejects (whole or not at all); returns (metrics, this run's cost figures)."""
     started = time.perf_counter()
@@ -39,10 +40,10 @@ def generate_to_files(settings: dict[str, Any], records_path: Path, rejects_path
                 records_tmp.open("w", encoding="utf-8", newline="\n") as records, \
                 rejects_tmp.open("w", encoding="utf-8", newline="\n") as rejects:
             run = _Run(settings, cache, records, rejects)
-            metrics = run.metrics() if not settings["inputs"] else run.all()
+            metrics = run.metrics() if not settings.inputs else run.all()
     finally:
         cache.close()
-    seconds = round(time.perf_counter() - started, 2) if settings["inputs"] else 0.0  # nothing to do: a fixed file
+    seconds = round(time.perf_counter() - started, 2) if settings.inputs else 0.0  # nothing to do: a fixed file
     cost = {"seconds": seconds, "teacher_calls_made": run.calls_made,
             "cache_hits": run.cache_hits, "cache_torn_lines": cache.torn_lines}
     for warning in run.warnings:
@@ -51,9 +52,9 @@ def generate_to_files(settings: dict[str, Any], records_path: Path, rejects_path
 
 
 class _Run:
-    def __init__(self, settings: dict[str, Any], cache: CallCache, records, rejects) -> None:
+    def __init__(self, settings: GenerateSettings, cache: CallCache, records, rejects) -> None:
         self.settings, self.cache, self.records, self.rejects = settings, cache, records, rejects
-        self.filters, self.prompts = settings["filters"], settings["prompts"]
+        self.filters, self.prompts = settings.filters, settings.prompts
         self.reasons: Counter = Counter()
         self.file_reasons: Counter = Counter()
         self.formats: Counter = Counter()
@@ -73,10 +74,10 @@ class _Run:
         return self.metrics()
 
     def read_and_chunk(self) -> None:
-        files, hidden = find_documents(self.settings["inputs"])
+        files, hidden = find_documents(self.settings.inputs)
         self.files["found"], self.files["hidden_skipped"] = len(files), len(hidden)
-        chunking = self.settings["chunking"]
-        measure = _measure(chunking, self.settings["teacher"])
+        chunking = self.settings.chunking
+        measure = _measure(chunking, self.settings.teacher)
         for path in files:
             document = read_document(path)
             if isinstance(document, DocumentReject):
@@ -95,7 +96,7 @@ class _Run:
 
     def ask_questions(self) -> list[tuple[Chunk, int, str]]:
         """(chunk, slot, question) for every question that passed its checks, in chunk order."""
-        count = self.settings["questions_per_chunk"]
+        count = self.settings.questions_per_chunk
         calls = [self.call(_fill(self.prompts["questions"], chunk=chunk.text, count=str(count)))
                  for chunk in self.chunks]
         replies = self.replies(calls)
@@ -157,11 +158,11 @@ class _Run:
 
     def call(self, user: str) -> Call:
         messages = [{"role": "system", "content": self.prompts.get("system") or ""}, {"role": "user", "content": user}]
-        return call_key(self.identity(), messages, self.settings["sampling"]), messages
+        return call_key(self.identity(), messages, self.settings.sampling), messages
 
     def identity(self) -> dict[str, Any]:
         if self._identity is None:
-            self._identity = teacher_identity(self.settings["teacher"])
+            self._identity = teacher_identity(self.settings.teacher)
         return self._identity
 
     def replies(self, calls: list[Call]) -> dict[str, Reply]:
@@ -170,7 +171,7 @@ class _Run:
         self.cache_hits += len(found)
         missing = list({key: (key, messages) for key, messages in calls if key not in found}.values())
         if missing:
-            for key, reply in ask_teacher(self.settings["teacher"], self.settings["sampling"], missing):
+            for key, reply in ask_teacher(self.settings.teacher, self.settings.sampling, missing):
                 self.cache.put(key, reply)
                 found[key] = reply
                 self.calls_made += 1
@@ -186,20 +187,20 @@ class _Run:
         self.rejects.write(jsonl_line(row))
 
     def metrics(self) -> dict[str, Any]:
-        requested = len(self.chunks) * self.settings["questions_per_chunk"]
+        requested = len(self.chunks) * self.settings.questions_per_chunk
         rejected = sum(self.reasons.values())
         if requested != self.kept + rejected:
             raise AssertionError("generate lost items: requested != kept + rejected")  # a bug, never input
-        prices = self.settings["prices"]
+        prices = self.settings.prices
         cost = (self.tokens["in"] * prices["input_per_million"]
                 + self.tokens["out"] * prices["output_per_million"]) / 1e6
-        teacher = self.settings["teacher"]
+        teacher = self.settings.teacher
         return {
             "files": {**self.files, "rejected": sum(self.file_reasons.values()),
                       "rejected_by_reason": dict(sorted(self.file_reasons.items())),
                       "by_format": dict(sorted(self.formats.items())),
                       "hwp_unconverted": dict(sorted(self.unconverted.items()))},
-            "chunks": {"count": len(self.chunks), "unit": self.settings["chunking"]["unit"],
+            "chunks": {"count": len(self.chunks), "unit": self.settings.chunking["unit"],
                        "mean_length": round(sum(c.length for c in self.chunks) / len(self.chunks), 1)
                        if self.chunks else 0},
             "items": {"requested": requested, "kept": self.kept, "rejected": rejected,

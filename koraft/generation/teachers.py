@@ -19,8 +19,8 @@ from typing import Any
 
 from koraft.core.errors import KoraftError
 from koraft.core.hashing import folder_sha256
-from koraft.evaluation.endpoints import Endpoint, check_reachable, client_for, complete
 from koraft.generation.call_cache import Reply
+from koraft.inference.endpoints import Endpoint, check_reachable, client_for, complete
 
 Call = tuple[str, list[dict[str, str]]]  # (cache key, messages)
 REFUSED = (400, 413, 422)  # the request itself is unacceptable (too long, filtered): asking again gives the same
@@ -105,7 +105,7 @@ def _transformers_replies(teacher: dict[str, Any], sampling: dict[str, Any], cal
                           ) -> Iterator[tuple[str, Reply]]:
     import torch
 
-    from koraft.evaluation.decoding import greedy_generate
+    from koraft.inference.decoding import greedy_generate
     from koraft.models.chat import chat_messages, stop_token_ids
     from koraft.models.loading import load_model, load_tokenizer
     from koraft.models.presets import ensure_available

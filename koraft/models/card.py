@@ -33,8 +33,10 @@ EVALUATION = {"f1": "F1 (KorQuAD)", "exact_match": "EM", "rougeL": "ROUGE-L (Kiw
               "bleu": "BLEU (Kiwi)", "bertscore_f1": "BERTScore-F1", "cosine": "cosine"}
 
 
-def render_card(folder: Path, training: dict[str, Any], section: dict[str, Any], data_sha256: str,
+def render_card(folder: Path, training: dict[str, Any], settings: Any, data_sha256: str,
                 evaluation: dict[str, Any] | None = None) -> str:
+    """`training`: the stage's metrics; `settings`: its koraft.training.config.TrainSettings (lora,
+    quantization and args are written down)."""
     """The card's markdown: YAML front matter for the Hub, then what the model is and how it was made."""
     manifest = read_manifest(folder)
     model, method = manifest["model"], manifest["method"]
@@ -60,10 +62,10 @@ def render_card(folder: Path, training: dict[str, Any], section: dict[str, Any],
                   f"- loss: {distilled['loss']}", f"- teacher mode: {distilled['mode']}", ""]
     lines += ["## Training", "", f"- method: {method}"]
     if method != "full":
-        lines.append(f"- LoRA: {section.get('lora', {})}")
+        lines.append(f"- LoRA: {settings.lora}")
     if method == "qlora":
-        lines.append(f"- quantization: {section.get('quantization', {})}")
-    lines += [f"- trainer arguments: {section.get('args', {})}",
+        lines.append(f"- quantization: {settings.quantization}")
+    lines += [f"- trainer arguments: {settings.args}",
               f"- steps {training.get('steps')}, epochs {training.get('epochs')}, final train loss "
               f"{loss.get('train_final')}, final eval loss {loss.get('eval_final')} (best {loss.get('eval_best')})",
               f"- system prompt: {manifest['system_prompt']!r}", "",
@@ -87,6 +89,6 @@ def render_card(folder: Path, training: dict[str, Any], section: dict[str, Any],
     return "\n".join(lines)
 
 
-def write_card(folder: Path, training: dict[str, Any], section: dict[str, Any], data_path: str | Path) -> None:
-    card = render_card(folder, training, section, file_sha256(data_path))
+def write_card(folder: Path, training: dict[str, Any], settings: Any, data_path: str | Path) -> None:
+    card = render_card(folder, training, settings, file_sha256(data_path))
     (folder / "README.md").write_text(card, encoding="utf-8")

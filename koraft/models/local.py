@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from koraft.models.packaged import (
     check_student_layers,
 )
 from koraft.models.presets import PRESETS
+from koraft.models.pretrain import PretrainSpec
 from koraft.models.tiny import TINY_SPECS, build_tiny_model, check_pretraining
 
 STUDENT, STUDENT_SOURCE = STUDENT_PRESET, PRESET  # the student's layers are cut from its source
@@ -35,6 +37,23 @@ KEYS = {"pretraining", "student_layers"}
 GROUPS = (frozenset(TINY_SPECS), frozenset({STUDENT_SOURCE, STUDENT}))
 
 
+@dataclass(frozen=True)
+class BaseSettings:
+    presets: tuple[str, ...]  # the local presets to build, each after its source
+    pretraining: dict[str, PretrainSpec]  # per tiny preset
+    student_layers: tuple[int, ...] | None  # the Gemma student's layers, when it is built
+
+
+def load_base(params: dict[str, Any]) -> BaseSettings:
+    """The base section, with the presets that `model.preset` and `distill.student.preset` make it build."""
+    base = section(params, "base")
+    reject_unknown_keys(base, KEYS, "base")
+    specs = check_pretraining(base)
+    names = local_presets(params)
+    layers = tuple(check_student_layers(base.get("student_layers"), GEMMA_LAYERS)) if STUDENT in names else None
+    return BaseSettings(tuple(names), specs, layers)
+
+
 def local_presets(params: dict[str, Any]) -> list[str]:
     """The locally built presets the run names, with the rest of their group, each after its source."""
     named = {part.get("preset") for part in (section(params, "model"),
@@ -44,23 +63,17 @@ def local_presets(params: dict[str, Any]) -> list[str]:
     return sorted(order, key=lambda name: name == STUDENT)
 
 
-def build_local_models(params: dict[str, Any], out: Path) -> list[str]:
+def build_local_models(settings: BaseSettings, out: Path) -> list[str]:
     """Build every needed local preset into `out`, whole or not at all; returns their names."""
-    base = section(params, "base")
-    reject_unknown_keys(base, KEYS, "base")
-    specs = check_pretraining(base)
-    names = local_presets(params)
-    if STUDENT in names:
-        check_student_layers(base.get("student_layers"), GEMMA_LAYERS)
     scratch = out.with_name(out.name + ".partial")
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     try:
-        for name in names:
+        for name in settings.presets:
             if name in TINY_SPECS:
-                build_tiny_model(name, scratch / name, specs[name])
+                build_tiny_model(name, scratch / name, settings.pretraining[name])
             elif name == STUDENT:
-                build_student(scratch / STUDENT_SOURCE, scratch / name, base.get("student_layers"))
+                build_student(scratch / STUDENT_SOURCE, scratch / name, list(settings.student_layers))
             else:
                 build_gemma(scratch / name)
             print(f"base: built {out / name}")
@@ -69,4 +82,4 @@ def build_local_models(params: dict[str, Any], out: Path) -> list[str]:
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
-    return names
+    return list(settings.presets)

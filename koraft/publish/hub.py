@@ -23,11 +23,10 @@ import yaml
 
 from koraft.core.errors import KoraftError
 from koraft.core.hashing import file_sha256
-from koraft.evaluation.evaluate import COMPARISONS
+from koraft.evaluation.labels import COMPARISONS
 from koraft.models.card import render_card
 from koraft.models.manifest import read_manifest
-from koraft.training.distill import distill_settings
-from koraft.training.train import train_settings
+from koraft.training.config import load_distill, load_train
 
 SKIPPED = {"training_args.bin"}
 
@@ -51,14 +50,14 @@ def stage_folder(folder: Path, target: Path, params_path: Path = Path("params.ya
     """Copy `folder` to `target` with the card re-rendered; returns target."""
     manifest = read_manifest(folder)
     params = yaml.safe_load(params_path.read_text(encoding="utf-8"))
-    section = distill_settings(params) if "distilled_from" in manifest else train_settings(params)
+    settings = load_distill(params).training if "distilled_from" in manifest else load_train(params)
     stage_metrics = Path("metrics/distill.json" if "distilled_from" in manifest else "metrics/train.json")
     training = json.loads(stage_metrics.read_text(encoding="utf-8")) if stage_metrics.exists() else {}
     target.mkdir(parents=True, exist_ok=True)
     for path in sorted(folder.iterdir()):
         if path.is_file() and path.name not in SKIPPED:
             shutil.copy2(path, target / path.name)
-    card = render_card(folder, training, section, file_sha256(data_path), evaluation_for(folder, eval_path))
+    card = render_card(folder, training, settings, file_sha256(data_path), evaluation_for(folder, eval_path))
     (target / "README.md").write_text(card, encoding="utf-8")
     return target
 

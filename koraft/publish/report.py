@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from koraft.core.errors import KoraftError
-from koraft.evaluation.evaluate import METRIC_LABELS, VARIANTS, systems
+from koraft.evaluation.labels import METRIC_LABELS, VARIANTS, systems
 from koraft.publish.noise import change_lines
 
 TABLE = {metric: METRIC_LABELS[metric] for metric in ("f1", "exact_match", "rougeL", "rougeL_char", "bleu", "chrf",

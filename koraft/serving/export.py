@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,16 @@ from koraft.serving.ollama import modelfile
 KEYS = {"dtype", "gguf", "ollama"}
 
 
-def check_export(params: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ExportSettings:
+    dtype: str  # the merged folder's: auto (the model's own) or one of MERGE_DTYPES
+    outtype: str  # the unquantized GGUF's type
+    quantizations: tuple[str, ...]  # llama.cpp types quantized from it
+    ollama_gguf: str  # the GGUF type the Modelfile uses
+    num_ctx: int  # train.args.max_length: the served context is what every prompt was fitted to
+
+
+def load_export(params: dict[str, Any]) -> ExportSettings:
     settings = section(params, "export")
     reject_unknown_keys(settings, KEYS, "export")
     dtype = settings.get("dtype", "auto")
@@ -53,8 +63,8 @@ def check_export(params: dict[str, Any]) -> dict[str, Any]:
     # The served context is the training length: what every prompt was fitted to.
     train_args = section(section(params, "train"), "args", "train.")
     num_ctx = check_number(train_args, "max_length", "train.args", 8, 10**6, integer=True)
-    return {"dtype": dtype, "outtype": gguf["outtype"], "quantizations": list(kinds), "ollama_gguf": ollama["gguf"],
-            "num_ctx": num_ctx}
+    return ExportSettings(dtype=dtype, outtype=gguf["outtype"], quantizations=tuple(kinds), ollama_gguf=ollama["gguf"],
+                          num_ctx=num_ctx)
 
 
 def _remove(path: Path) -> None:
@@ -79,7 +89,7 @@ def unquantizable(config: dict[str, Any], kind: str) -> str | None:
     return None
 
 
-def export_model(adapter: Path, out: Path, settings: dict[str, Any]) -> dict[str, Any]:
+def export_model(adapter: Path, out: Path, settings: ExportSettings) -> dict[str, Any]:
     """Write every export of the trained folder `adapter` under `out`; returns the stage metrics."""
     from koraft.models.chat import end_of_turn
     from koraft.models.manifest import manifest_model, read_manifest
@@ -90,30 +100,30 @@ def export_model(adapter: Path, out: Path, settings: dict[str, Any]) -> dict[str
     scratch = out.with_name(out.name + ".partial")
     _remove(scratch)
     try:
-        dtype = resolved.dtype if settings["dtype"] == "auto" else settings["dtype"]
+        dtype = resolved.dtype if settings.dtype == "auto" else settings.dtype
         merged = merge_adapter(adapter, scratch / "merged", dtype, allow_full=True)
         config = json.loads((merged / "config.json").read_text(encoding="utf-8"))
         tokenizer = load_trained_tokenizer(adapter, resolved)
 
         gguf = scratch / "gguf"
         gguf.mkdir()
-        files = {settings["outtype"]: gguf / gguf_name(settings["outtype"])}
-        llama_cpp.convert(merged, files[settings["outtype"]], settings["outtype"])
+        files = {settings.outtype: gguf / gguf_name(settings.outtype)}
+        llama_cpp.convert(merged, files[settings.outtype], settings.outtype)
         skipped = {}
-        for kind in settings["quantizations"]:
+        for kind in settings.quantizations:
             reason = unquantizable(config, kind)
             if reason:
                 skipped[kind] = reason
                 continue
             files[kind] = gguf / gguf_name(kind)
-            llama_cpp.quantize(files[settings["outtype"]], files[kind], kind)
-        if settings["ollama_gguf"] not in files:
-            kind = settings["ollama_gguf"]
+            llama_cpp.quantize(files[settings.outtype], files[kind], kind)
+        if settings.ollama_gguf not in files:
+            kind = settings.ollama_gguf
             raise KoraftError(f"export.ollama.gguf: {kind} was skipped: {skipped[kind]}")
         stop = end_of_turn(tokenizer, resolved.family)
         stops = sorted({stop, tokenizer.eos_token} - {None})
-        text = modelfile(gguf_name(settings["ollama_gguf"]), resolved.family.name, manifest["system_prompt"], stops,
-                         settings["num_ctx"])
+        text = modelfile(gguf_name(settings.ollama_gguf), resolved.family.name, manifest["system_prompt"], stops,
+                         settings.num_ctx)
         (gguf / "Modelfile").write_text(text, encoding="utf-8")
         write_json(scratch / "export.json", {"adapter": str(adapter), "family": resolved.family.name,
                                               "files": {kind: path.name for kind, path in files.items()}})
@@ -126,8 +136,8 @@ def export_model(adapter: Path, out: Path, settings: dict[str, Any]) -> dict[str
         "model": {"source": resolved.source, "family": resolved.family.name, "method": manifest["method"]},
         "merged": {"dtype": dtype, "bytes": directory_bytes(out / "merged")},
         "gguf": {kind: {"file": gguf_name(kind), "bytes": (out / "gguf" / gguf_name(kind)).stat().st_size,
-                        "unquantized": kind == settings["outtype"]} for kind in files},
+                        "unquantized": kind == settings.outtype} for kind in files},
         "skipped": skipped,
-        "ollama": {"gguf": gguf_name(settings["ollama_gguf"]), "stop": stops},
+        "ollama": {"gguf": gguf_name(settings.ollama_gguf), "stop": stops},
         "llama_cpp_python": llama_cpp.installed_version(),
     }

@@ -104,12 +104,12 @@ def launch_command(settings: dict[str, Any], module: str, arguments: list[str]) 
     return [*command, "--module", module, *arguments]
 
 
-def launched_elsewhere(settings: dict[str, Any], key: str, module: str) -> bool:
+def launched_elsewhere(launcher: str, accelerate: dict[str, Any] | None, key: str, module: str) -> bool:
     """With launcher: accelerate, outside a launched process: run the stage `module` under accelerate launch and
     return True (the stage is done). Otherwise False: this process trains."""
-    if check_launcher(settings, key) != "accelerate" or launched():
+    if launcher != "accelerate" or launched():
         return False
-    relaunch(settings, key, module)
+    relaunch({"accelerate": accelerate}, key, module)
     return True
 
 

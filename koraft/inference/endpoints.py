@@ -1,8 +1,7 @@
-"""Answer the test split through an OpenAI-compatible chat-completions endpoint (vLLM, llama.cpp, Ollama, an API).
+"""Ask an OpenAI-compatible chat-completions endpoint (vLLM, llama.cpp, Ollama, an API) many questions.
 
-Each record goes as the conversation koraft's own variants render: the trained system prompt and the
-user turn with the documents its fitted prompt showed, at temperature 0 with the evaluation's token
-limit. The endpoint applies its own chat template, which is what a parity figure checks.
+Used by generation (the teacher that writes questions and answers) and evaluation (an endpoint or a
+served GGUF answering the test split at temperature 0, which is what a parity figure checks).
 
 Requests run on a bounded pool with the openai client's retries (exponential backoff on connection
 errors, 408, 409, 429 and 5xx). httpx's timeout bounds only the gap between bytes, so a server that
@@ -20,11 +19,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from koraft.core.config import check_number, reject_unknown_keys, section
 from koraft.core.errors import KoraftError, ParamError
 
-REQUEST_KEYS = {"concurrency", "timeout_s", "retries"}
-ENDPOINT_KEYS = {"name", "base_url", "model", "api_key_env", "compare_to", "extra_body"}
 NO_KEY = "no-key"  # sent when no api_key_env is named: never the caller's OPENAI_API_KEY
 GIVE_UP_AFTER = 8  # this many failed requests before any success: the endpoint is not answering
 
@@ -48,45 +44,6 @@ class EndpointAnswers:
     new_tokens: dict[str, int]
     failures: dict[str, str] = field(default_factory=dict)  # record id -> why no answer came
     seconds: float = 0.0
-
-
-def check_requests(settings: dict[str, Any]) -> dict[str, Any]:
-    requests = section(settings, "requests", "eval.")
-    reject_unknown_keys(requests, REQUEST_KEYS, "eval.requests")
-    check_number(requests, "concurrency", "eval.requests", 1, 256, integer=True)
-    check_number(requests, "timeout_s", "eval.requests", 0.1, 3600)
-    check_number(requests, "retries", "eval.requests", 0, 20, integer=True)
-    return requests
-
-
-def check_endpoints(settings: dict[str, Any], taken: set[str]) -> list[Endpoint]:
-    """eval.endpoints: a list of {name, base_url, model, api_key_env?, compare_to?}."""
-    entries = settings.get("endpoints") or []
-    if not isinstance(entries, list):
-        raise ParamError("eval.endpoints", f"must be a list of endpoints, got {entries!r}")
-    endpoints = []
-    for index, entry in enumerate(entries):
-        key = f"eval.endpoints[{index}]"
-        if not isinstance(entry, dict):
-            raise ParamError(key, f"must be a mapping with name, base_url and model, got {entry!r}")
-        reject_unknown_keys(entry, ENDPOINT_KEYS, key)
-        for name in ("name", "base_url", "model"):
-            if not isinstance(entry.get(name), str) or not entry[name].strip():
-                raise ParamError(f"{key}.{name}", f"must be a non-empty string, got {entry.get(name)!r}")
-        base_url = check_base_url(entry["base_url"], f"{key}.base_url")
-        if entry["name"] in taken:
-            raise ParamError(f"{key}.name", f"{entry['name']!r} is already the name of another system")
-        check_key_env(entry.get("api_key_env"), f"{key}.api_key_env")
-        if entry.get("api_key_env") and not os.environ.get(entry["api_key_env"]):  # known now, not after generating
-            raise ParamError(f"{key}.api_key_env", f"names {entry['api_key_env']}, which is not set in this "
-                                                   f"environment: export it before the run")
-        extra = entry.get("extra_body")
-        if extra is not None and not isinstance(extra, dict):
-            raise ParamError(f"{key}.extra_body", f"must be a mapping of request fields, got {extra!r}")
-        taken.add(entry["name"])
-        endpoints.append(Endpoint(entry["name"], base_url, entry["model"], entry.get("api_key_env"),
-                                  entry.get("compare_to"), extra))
-    return endpoints
 
 
 def check_base_url(base_url: str, key: str) -> str:

@@ -1,0 +1,161 @@
+"""The eval section of params.yaml, checked once into the EvalSettings the evaluate stage passes down.
+
+Prompt and answer share train's max_length and the bootstrap draws from the one top-level seed, so the
+settings carry those too; the base and student_base variants load the `model:` and `distill.student`
+sections, which they carry as given (koraft.models.presets resolves them against the base stage's folder).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from koraft.core.config import check_number, check_seed, reject_unknown_keys, section
+from koraft.core.errors import ParamError
+from koraft.evaluation.labels import SERVED, VARIANTS
+from koraft.inference.endpoints import Endpoint, check_base_url, check_key_env
+from koraft.models.manifest import check_system_prompt
+
+KEYS = {"variants", "max_new_tokens", "batch_size", "bertscore", "cosine", "bootstrap", "predictions_file", "served",
+        "endpoints", "requests"}
+SERVED_KEYS = {"gguf", "compare_to", "threads"}
+REQUEST_KEYS = {"concurrency", "timeout_s", "retries"}
+ENDPOINT_KEYS = {"name", "base_url", "model", "api_key_env", "compare_to", "extra_body"}
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    variants: tuple[str, ...]  # the model variants switched on, in VARIANTS order
+    max_new_tokens: int
+    batch_size: int
+    max_length: int  # train.args.max_length: every prompt and its answer fit in it
+    prompt_budget: int  # max_length - max_new_tokens, the tokens a prompt may take
+    bertscore: dict[str, Any]  # model, num_layers, batch_size
+    cosine: dict[str, Any]  # model, batch_size, revision
+    bootstrap: dict[str, Any]  # resamples, confidence and the top-level seed
+    requests: dict[str, Any]  # concurrency, timeout_s, retries of every endpoint
+    model: dict[str, Any]  # the `model:` section: the base variant, and the fitting of endpoint prompts
+    system_prompt: str  # model.system_prompt
+    student: dict[str, Any] | None  # distill.student, when the student_base variant is on
+    predictions_file: str | None = None
+    served: dict[str, Any] | None = None  # eval.served, when the served variant is on
+    served_systems: dict[str, str] = field(default_factory=dict)  # system name -> GGUF type
+    endpoints: tuple[Endpoint, ...] = ()
+
+
+def load_eval(params: dict[str, Any]) -> EvalSettings:
+    settings = section(params, "eval")
+    reject_unknown_keys(settings, KEYS, "eval")
+    variants = section(settings, "variants", "eval.")
+    reject_unknown_keys(variants, {*VARIANTS, SERVED}, "eval.variants",
+                        f"variants are {', '.join((*VARIANTS, SERVED))}")
+    for name, enabled in variants.items():
+        if not isinstance(enabled, bool):
+            raise ParamError(f"eval.variants.{name}", f"must be true or false, got {enabled!r}")
+    check_number(settings, "max_new_tokens", "eval", 1, 32768, integer=True)
+    check_number(settings, "batch_size", "eval", 1, 4096, integer=True)
+    bertscore, cosine = section(settings, "bertscore", "eval."), section(settings, "cosine", "eval.")
+    reject_unknown_keys(bertscore, {"model", "num_layers", "batch_size"}, "eval.bertscore",
+                        "bert-score loads by name: pin a version by downloading it to a folder")
+    reject_unknown_keys(cosine, {"model", "batch_size", "revision"}, "eval.cosine")
+    if bertscore.get("num_layers") == "auto":
+        if bertscore.get("model") != "auto":
+            raise ParamError("eval.bertscore.num_layers", "must be a number when eval.bertscore.model names a "
+                                                          "model: the layer matters as much as the model")
+    else:
+        check_number(bertscore, "num_layers", "eval.bertscore", 1, 1000, integer=True)
+    for part, key in ((bertscore, "eval.bertscore"), (cosine, "eval.cosine")):
+        check_number(part, "batch_size", key, 1, 4096, integer=True)
+    bootstrap = section(settings, "bootstrap", "eval.")
+    reject_unknown_keys(bootstrap, {"resamples", "confidence"}, "eval.bootstrap", "the top-level seed drives it")
+    check_number(bootstrap, "resamples", "eval.bootstrap", 100, 10**6, integer=True)
+    check_number(bootstrap, "confidence", "eval.bootstrap", 0.5, 0.999)
+    predictions = settings.get("predictions_file")
+    if predictions is not None and (not isinstance(predictions, str) or not predictions.strip()):
+        raise ParamError("eval.predictions_file", f"must be a path or null, got {predictions!r}")
+    served = check_served(settings) if variants.get(SERVED) else None
+    served_names = served_systems(served) if served else {}
+    endpoints = check_endpoints(settings, {*VARIANTS, *served_names})
+    requests = check_requests(settings)
+    enabled = tuple(name for name in VARIANTS if variants.get(name, False))
+    if predictions is None and not (enabled or served_names or endpoints):
+        raise ParamError("eval.variants", "every variant is switched off and no predictions_file or endpoint is "
+                                          "set: nothing to evaluate")
+    references = [(f"eval.endpoints[{i}].compare_to", endpoint.compare_to) for i, endpoint in enumerate(endpoints)]
+    if served:
+        references.append(("eval.served.compare_to", served.get("compare_to", "finetuned")))
+    for key, compare_to in references:
+        if compare_to is not None and compare_to not in enabled:
+            raise ParamError(key, f"{compare_to!r} is not an evaluated variant ({', '.join(enabled) or 'none'})")
+    # Prompt and answer share train's max_length; the bootstrap draws from the one seed.
+    train_args = section(section(params, "train"), "args", "train.")
+    max_length = check_number(train_args, "max_length", "train.args", 8, 10**6, integer=True)
+    if settings["max_new_tokens"] >= max_length:
+        raise ParamError("eval.max_new_tokens", f"is {settings['max_new_tokens']}, which leaves no room for a prompt "
+                                                f"within train.args.max_length {max_length}")
+    model = section(params, "model")
+    return EvalSettings(
+        variants=enabled, max_new_tokens=settings["max_new_tokens"], batch_size=settings["batch_size"],
+        max_length=max_length, prompt_budget=max_length - settings["max_new_tokens"], bertscore=dict(bertscore),
+        cosine=dict(cosine), bootstrap={**bootstrap, "seed": check_seed(params)}, requests=dict(requests),
+        model=dict(model), system_prompt=check_system_prompt(model.get("system_prompt", "")),
+        student=dict(section(section(params, "distill"), "student", "distill.")) if "student_base" in enabled else None,
+        predictions_file=predictions,
+        served=dict(served) if served else None, served_systems=served_names, endpoints=tuple(endpoints))
+
+
+def check_served(settings: dict[str, Any]) -> dict[str, Any]:
+    served = section(settings, "served", "eval.")
+    reject_unknown_keys(served, SERVED_KEYS, "eval.served")
+    kinds = served.get("gguf")
+    if not isinstance(kinds, list) or not kinds or not all(isinstance(kind, str) for kind in kinds) \
+            or len(set(kinds)) != len(kinds):
+        raise ParamError("eval.served.gguf", f"a list of distinct exported GGUF types (the first is `served`, "
+                                             f"the others served_<type>), got {kinds!r}")
+    check_number(served, "threads", "eval.served", 1, 1024, integer=True)
+    return served
+
+
+def served_systems(served: dict[str, Any]) -> dict[str, str]:
+    """System name -> GGUF type: `served` for the first type, `served_<type>` for the others."""
+    return {("served" if index == 0 else f"served_{kind}"): kind for index, kind in enumerate(served["gguf"])}
+
+
+def check_requests(settings: dict[str, Any]) -> dict[str, Any]:
+    requests = section(settings, "requests", "eval.")
+    reject_unknown_keys(requests, REQUEST_KEYS, "eval.requests")
+    check_number(requests, "concurrency", "eval.requests", 1, 256, integer=True)
+    check_number(requests, "timeout_s", "eval.requests", 0.1, 3600)
+    check_number(requests, "retries", "eval.requests", 0, 20, integer=True)
+    return requests
+
+
+def check_endpoints(settings: dict[str, Any], taken: set[str]) -> list[Endpoint]:
+    """eval.endpoints: a list of {name, base_url, model, api_key_env?, compare_to?}."""
+    entries = settings.get("endpoints") or []
+    if not isinstance(entries, list):
+        raise ParamError("eval.endpoints", f"must be a list of endpoints, got {entries!r}")
+    endpoints = []
+    for index, entry in enumerate(entries):
+        key = f"eval.endpoints[{index}]"
+        if not isinstance(entry, dict):
+            raise ParamError(key, f"must be a mapping with name, base_url and model, got {entry!r}")
+        reject_unknown_keys(entry, ENDPOINT_KEYS, key)
+        for name in ("name", "base_url", "model"):
+            if not isinstance(entry.get(name), str) or not entry[name].strip():
+                raise ParamError(f"{key}.{name}", f"must be a non-empty string, got {entry.get(name)!r}")
+        base_url = check_base_url(entry["base_url"], f"{key}.base_url")
+        if entry["name"] in taken:
+            raise ParamError(f"{key}.name", f"{entry['name']!r} is already the name of another system")
+        check_key_env(entry.get("api_key_env"), f"{key}.api_key_env")
+        if entry.get("api_key_env") and not os.environ.get(entry["api_key_env"]):  # known now, not after generating
+            raise ParamError(f"{key}.api_key_env", f"names {entry['api_key_env']}, which is not set in this "
+                                                   f"environment: export it before the run")
+        extra = entry.get("extra_body")
+        if extra is not None and not isinstance(extra, dict):
+            raise ParamError(f"{key}.extra_body", f"must be a mapping of request fields, got {extra!r}")
+        taken.add(entry["name"])
+        endpoints.append(Endpoint(entry["name"], base_url, entry["model"], entry.get("api_key_env"),
+                                  entry.get("compare_to"), extra))
+    return endpoints

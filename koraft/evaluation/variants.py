@@ -1,0 +1,79 @@
+"""The model variants answer the test split in-process: base, finetuned, student_base and distilled.
+
+Each renders the test records through its own chat template exactly as training did (same system prompt,
+same document dropping), fits each prompt to the prompt budget, a budget the reference answer plays no
+part in, and answers greedily (koraft.inference.decoding).
+"""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+from koraft.core.errors import KoraftError
+from koraft.evaluation.config import EvalSettings
+from koraft.evaluation.systems import EvalPaths, SystemOutput
+from koraft.models.samples import SampleTokenizer, build_prompts
+
+
+def trained_folder(name: str, paths: EvalPaths) -> tuple[Path, str] | None:
+    """The folder a trained variant loads, and the stage that writes it."""
+    return {"finetuned": (paths.adapter, "train"), "distilled": (paths.student, "distill")}.get(name)
+
+
+def load_variant(name: str, settings: EvalSettings, paths: EvalPaths):
+    """(model, tokenizer, resolved model, system prompt, folder with trained weights or None)."""
+    from koraft.models.loading import load_model, load_tokenizer
+    from koraft.models.manifest import MANIFEST
+    from koraft.models.presets import ensure_available, resolve_model
+    from koraft.models.trained import load_trained, load_trained_tokenizer, trained_model_info
+
+    trained = trained_folder(name, paths)
+    if trained is None:
+        key = "model" if name == "base" else "distill.student"
+        resolved = resolve_model(settings.model if name == "base" else settings.student, paths.tiny_models, key=key)
+        ensure_available(resolved, key=key)
+        return load_model(resolved, key=key).eval(), load_tokenizer(resolved), resolved, settings.system_prompt, None
+    folder, stage = trained
+    if not (folder / MANIFEST).exists():
+        raise KoraftError(f"eval.variants.{name}: {folder} has no trained model; run `dvc repro {stage}` first, "
+                          f"or set eval.variants.{name}: false")
+    manifest, resolved = trained_model_info(folder)
+    model = load_trained(folder, key=f"eval.variants.{name}")
+    return model, load_trained_tokenizer(folder, resolved), resolved, manifest["system_prompt"], folder
+
+
+def run_variant(name: str, rows: list[dict], settings: EvalSettings, paths: EvalPaths) -> SystemOutput:
+    import torch
+
+    from koraft.core.measure import directory_bytes, peak_memory_mib
+    from koraft.inference.decoding import greedy_generate
+    from koraft.models.chat import stop_token_ids
+
+    model, tokenizer, resolved, system_prompt, folder = load_variant(name, settings, paths)
+    if torch.cuda.is_available():
+        model.to("cuda")
+        torch.cuda.reset_peak_memory_stats()
+    encoder = SampleTokenizer(tokenizer, resolved.family, system_prompt)
+    fitted = build_prompts(rows, encoder, settings.prompt_budget)
+    kept = fitted.ids
+    # Counted, never used for the prompts: a budget too small for the references caps every score.
+    long_targets = sum(len(encoder.target(row)[1]) > settings.max_new_tokens for row in rows)
+    result = greedy_generate(model, tokenizer, fitted.prompts, stop_token_ids(model, tokenizer, resolved.family),
+                             settings.max_new_tokens, settings.batch_size)
+    generated = sum(result.new_tokens)
+    cost = {
+        "latency_per_sample_s": round(result.seconds / max(len(kept), 1), 4),
+        "generated_tokens_per_s": round(generated / result.seconds, 1) if result.seconds else None,
+        "peak_memory_mib": peak_memory_mib(),
+        "adapter_bytes": directory_bytes(folder) if folder else 0,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+    }
+    del model
+    gc.collect()
+    return SystemOutput(outputs=dict(zip(kept, result.texts, strict=True)),
+                        documents=dict(zip(kept, fitted.documents, strict=True)),
+                        stopped=dict(zip(kept, result.stopped, strict=True)),
+                        new_tokens=dict(zip(kept, result.new_tokens, strict=True)),
+                        seconds=result.seconds, unfit=fitted.unfit, cost=cost, long_targets=long_targets,
+                        prompts=fitted.report(settings.prompt_budget, [len(ids) for ids in fitted.prompts]))

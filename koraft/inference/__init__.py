@@ -1,0 +1,1 @@
+"""Inference every step shares: an OpenAI-compatible client and greedy batched decoding."""
