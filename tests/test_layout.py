@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -136,3 +137,34 @@ def test_a_publishing_edit_leaves_every_stage_up_to_date_and_an_evaluation_edit_
     assert affected("koraft/generation/replies.py") == {"generate"}
     assert affected("koraft/inference/endpoints.py") == {"generate", "evaluate"}
     assert affected("koraft/evaluation/served.py") == {"evaluate"}  # no evaluation code is a dep of generate
+
+
+def entry_points() -> set[str]:
+    """What a user can run: the stage scripts, scripts/, benchmarks/ and the koraft modules with a __main__."""
+    found = {str(path.relative_to(ROOT)) for folder in ("stages", "scripts", "benchmarks")
+             for path in (ROOT / folder).iterdir() if path.suffix in (".py", ".sh") and path.name != "__init__.py"}
+    found |= {".".join(path.relative_to(ROOT).with_suffix("").parts) for path in (ROOT / "koraft").rglob("*.py")
+              if 'if __name__ == "__main__"' in path.read_text(encoding="utf-8")}
+    return found
+
+
+def test_design_lists_every_entry_point_with_one_line():
+    section = (ROOT / "docs/design.md").read_text(encoding="utf-8").split("## 9. What you run", 1)[1]
+    listed = set(re.findall(r"^- `([^`]+)`: \S", section, flags=re.MULTILINE))
+    assert len(entry_points()) >= 30 and listed == entry_points()
+
+
+def test_no_evaluation_module_above_300_lines():
+    for path in sorted((ROOT / "koraft/evaluation").glob("*.py")):
+        assert len(path.read_text(encoding="utf-8").splitlines()) <= 300, path.name
+
+
+def test_no_function_below_a_stage_takes_the_params_dict():
+    """Each stage loads its section once (load_<section>) and passes only that settings object down. The
+    check helpers of koraft/core/config.py take whichever mapping holds the key they check."""
+    loaders = {"load_params", "section", "check_seed", "local_presets"}
+    for path in sorted(set((ROOT / "koraft").rglob("*.py")) - {ROOT / "koraft/core/config.py"}):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef) and any(arg.arg == "params" for arg in node.args.args):
+                assert node.name.startswith("load_") or node.name.endswith("_section") or node.name in loaders, \
+                    f"{path.relative_to(ROOT)}: {node.name} takes params"
