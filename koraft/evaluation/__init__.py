@@ -1,1 +1,2 @@
-"""The evaluate stage: decoding, answer extraction, Korean metrics, embedding scores, bootstrap intervals."""
+"""The evaluate stage: model variants, served GGUFs and endpoints, answer extraction, Korean metrics, embedding
+scores, bootstrap intervals."""
