@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import time
 import warnings
@@ -371,8 +372,8 @@ def test_llama_cpp_serving_the_tiny_model_is_a_teacher_whose_every_item_is_count
     convert(tiny_models / "tiny-s", gguf, "f32")
     with llama_server(gguf, "teacher", 1024) as server:
         settings = settings_for(params, documents, server.url, concurrency=2, extra_body={"repeat_penalty": 1.0})
-        settings["sampling"] = {"temperature": 0.0, "max_tokens": 24}
-        metrics, cost = generated(settings, tmp_path / "out")
+        metrics, cost = generated(dataclasses.replace(settings, sampling={"temperature": 0.0, "max_tokens": 24}),
+                                  tmp_path / "out")
     items = metrics["items"]
     assert items["requested"] == items["kept"] + items["rejected"] and items["rejected"] > 0
     assert cost["teacher_calls_made"] == metrics["teacher"]["calls"] >= metrics["chunks"]["count"]

@@ -38,7 +38,7 @@ class TrainSettings:
     """What fine-tuning needs: the model section and the train section (or distill's merged one), checked."""
 
     model: dict[str, Any]  # the model section (train: `model:`, distill: `distill.student`)
-    system_prompt: str  # model.system_prompt (train); the teacher's, from its manifest (distill)
+    system_prompt: str  # model.system_prompt (train); empty for distill, which renders with the teacher's own
     method: str  # qlora, lora or full
     args: dict[str, Any]  # trl.SFTConfig keys, with the top-level seed
     lora: dict[str, Any]  # peft.LoraConfig keys
