@@ -12,8 +12,16 @@ from helpers import ROOT, set_dotted
 from koraft.core.config import check_seed, load_params
 from koraft.core.errors import KoraftError, ParamError
 from koraft.data.config import load_raft, load_split, load_validate
+from koraft.evaluation.config import load_eval
 from koraft.models.presets import resolve_model
-from koraft.training.config import check_train, distill_section, distill_settings, train_section
+from koraft.training.config import (
+    check_train,
+    distill_section,
+    distill_settings,
+    load_distill,
+    load_train,
+    train_section,
+)
 
 
 def broken(params, dotted_key, value):
@@ -75,6 +83,14 @@ def test_a_misspelled_key_is_refused_with_the_closest_known_one(params, dotted):
     message = str(error.value)
     assert message.startswith(f"params.yaml: {'.'.join(section)}: unknown keys ['{typo}']") and "\n" not in message
     assert (f"(did you mean '{typo}' -> '{meant}'?)" if meant else "(known keys: ratios, salt)") in message
+
+
+@pytest.mark.parametrize("load, dotted", [(load_train, "model.revison"), (load_distill, "distill.student.revison"),
+                                          (load_eval, "model.revison"), (load_eval, "distill.student.revison")])
+def test_the_model_sections_are_checked_when_the_stage_loads_its_settings(params, load, dotted):
+    """Before any data is read or any variant generates: not after the base variant's minutes of generation."""
+    with pytest.raises(ParamError, match=re.escape(dotted.rsplit(".", 1)[0]) + r": unknown keys \['revison'\]"):
+        load(broken(params, dotted, "abc123"))
 
 
 def test_an_unknown_top_level_key_is_refused_when_params_are_loaded(tmp_path):

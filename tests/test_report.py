@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -14,7 +15,8 @@ from koraft.core.errors import KoraftError
 from koraft.models.card import render_card, write_card
 from koraft.publish.hub import push, stage_folder
 from koraft.publish.report import load_run, write_report
-from koraft.training.config import TrainSettings
+from koraft.training.config import TrainSettings, train_settings
+from koraft.training.train import train
 
 
 @pytest.fixture
@@ -24,6 +26,17 @@ def workspace(tmp_path, monkeypatch):
     shutil.copy2(ROOT / "params.yaml", tmp_path / "params.yaml")
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, params, raft_rows, tiny_models) -> Path:
+    """A folder as the train stage writes it (one step of full fine-tuning of tiny-s): what a card describes."""
+    from helpers import model_params, paths, quick
+
+    root = tmp_path_factory.mktemp("trained")
+    train(raft_rows["train"][:4], [], train_settings(model_params(params), quick(params, "full", steps=1)),
+          paths(root, tiny_models))
+    return root / "adapter"
 
 
 def card_settings(**sections) -> TrainSettings:
@@ -60,9 +73,9 @@ def test_report_without_an_evaluation_is_a_clear_error(tmp_path, monkeypatch):
         load_run("workspace", None)
 
 
-def test_model_card_names_base_license_data_and_training(teacher_adapter, tmp_path):
+def test_model_card_names_base_license_data_and_training(trained, tmp_path):
     folder = tmp_path / "adapter"
-    shutil.copytree(teacher_adapter, folder)
+    shutil.copytree(trained, folder)
     data = tmp_path / "train.jsonl"
     data.write_text('{"id": "a"}\n', encoding="utf-8")
     training = {"steps": 30, "epochs": 1.0, "loss": {"train_final": 2.5, "eval_final": 3.1, "eval_best": 3.0},
@@ -80,9 +93,9 @@ def test_model_card_names_base_license_data_and_training(teacher_adapter, tmp_pa
     assert "final eval loss 3.1" in card and "'learning_rate': 0.003" in card
 
 
-def test_real_families_get_their_license_and_base_model(teacher_adapter, tmp_path):
+def test_real_families_get_their_license_and_base_model(trained, tmp_path):
     folder = tmp_path / "adapter"
-    shutil.copytree(teacher_adapter, folder)
+    shutil.copytree(trained, folder)
     manifest = json.loads((folder / "koraft_manifest.json").read_text())
     manifest["model"].update(family="gemma2", source="google/gemma-2-2b-it", preset="gemma-2-2b-it", revision="abc")
     manifest["method"] = "qlora"
@@ -94,9 +107,9 @@ def test_real_families_get_their_license_and_base_model(teacher_adapter, tmp_pat
     assert "Gemma Terms of Use" in card and "quantization: {'bnb_4bit_quant_type': 'nf4'}" in card
 
 
-def test_hub_staging_adds_evaluation_and_never_writes_the_token(teacher_adapter, workspace, monkeypatch):
+def test_hub_staging_adds_evaluation_and_never_writes_the_token(trained, workspace, monkeypatch):
     folder = workspace / "adapter"
-    shutil.copytree(teacher_adapter, folder)
+    shutil.copytree(trained, folder)
     (workspace / "data/raft").mkdir(parents=True)
     (workspace / "data/raft/train.jsonl").write_text('{"id": "a"}\n', encoding="utf-8")
     monkeypatch.setenv("HF_TOKEN", "hf_secret_value_123")
@@ -109,7 +122,7 @@ def test_hub_staging_adds_evaluation_and_never_writes_the_token(teacher_adapter,
     assert not any("hf_secret_value_123" in path.read_bytes().decode("utf-8", "ignore") for path in staged.iterdir())
 
 
-def test_hub_upload_needs_the_token_from_the_environment(teacher_adapter, monkeypatch):
+def test_hub_upload_needs_the_token_from_the_environment(trained, monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     with pytest.raises(KoraftError, match="set HF_TOKEN in the environment"):
-        push(teacher_adapter, "someone/model", private=True)
+        push(trained, "someone/model", private=True)

@@ -16,6 +16,7 @@ from koraft.core.errors import ParamError
 from koraft.evaluation.labels import SERVED, VARIANTS
 from koraft.inference.endpoints import Endpoint, check_base_url, check_key_env
 from koraft.models.manifest import check_system_prompt
+from koraft.models.presets import resolve_model
 
 KEYS = {"variants", "max_new_tokens", "batch_size", "bertscore", "cosine", "bootstrap", "predictions_file", "served",
         "endpoints", "requests"}
@@ -95,13 +96,16 @@ def load_eval(params: dict[str, Any]) -> EvalSettings:
         raise ParamError("eval.max_new_tokens", f"is {settings['max_new_tokens']}, which leaves no room for a prompt "
                                                 f"within train.args.max_length {max_length}")
     model = section(params, "model")
+    student = dict(section(section(params, "distill"), "student", "distill.")) if "student_base" in enabled else None
+    resolve_model(model)  # loads nothing: a bad model key is one line now, not after the variants before it ran
+    if student is not None:
+        resolve_model(student, key="distill.student")
     return EvalSettings(
         variants=enabled, max_new_tokens=settings["max_new_tokens"], batch_size=settings["batch_size"],
         max_length=max_length, prompt_budget=max_length - settings["max_new_tokens"], bertscore=dict(bertscore),
         cosine=dict(cosine), bootstrap={**bootstrap, "seed": check_seed(params)}, requests=dict(requests),
         model=dict(model), system_prompt=check_system_prompt(model.get("system_prompt", "")),
-        student=dict(section(section(params, "distill"), "student", "distill.")) if "student_base" in enabled else None,
-        predictions_file=predictions,
+        student=student, predictions_file=predictions,
         served=dict(served) if served else None, served_systems=served_names, endpoints=tuple(endpoints))
 
 

@@ -3,8 +3,8 @@
 Every check runs when the stage loads its section, before any tokenizer or model: koraft's own keys
 (structure, ranges) and the library pass-through sections (`args` for trl.SFTConfig, `lora` for
 peft.LoraConfig, `quantization` for BitsAndBytesConfig), which stay dicts of the libraries' own keys and are
-checked against the libraries' own annotations. The model sections are kept as given: koraft.models.presets
-resolves them against the base stage's folder.
+checked against the libraries' own annotations. The model sections are checked by resolving them (which
+loads nothing) and kept as given: the stage resolves them again against the base stage's folder.
 
 distill holds only what differs from train (student, teacher, loss, and any train key it overrides, merged
 key by key), so its training settings are train's with those overrides.
@@ -21,6 +21,7 @@ from koraft.core.config import check_choice, check_fields, check_number, check_s
 from koraft.core.errors import ParamError
 from koraft.core.processes import engine
 from koraft.models.manifest import check_system_prompt
+from koraft.models.presets import resolve_model
 from koraft.training.distill_loss import DIVERGENCES, KDSettings
 from koraft.training.launch import check_launcher
 
@@ -105,8 +106,10 @@ def train_settings(model: dict[str, Any], train: dict[str, Any], key: str = "tra
     """The checked settings of a train section (a seeded one, see train_section) and its model section."""
     check_train(train, key)
     check_library_settings(train, key)
+    model_key = "model" if key == "train" else "distill.student"
     if not isinstance(model, dict):
-        raise ParamError("model" if key == "train" else "distill.student", "section is missing or not a mapping")
+        raise ParamError(model_key, "section is missing or not a mapping")
+    resolve_model(model, key=model_key)  # loads nothing: every model key checked now, resolved again by the stage
     system_prompt = check_system_prompt(model.get("system_prompt", "")) if key == "train" else ""
     return TrainSettings(model=model, system_prompt=system_prompt, method=train["method"], args=train["args"],
                          lora=train["lora"], quantization=train["quantization"], packing=train.get("packing", True),
