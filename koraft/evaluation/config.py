@@ -13,10 +13,11 @@ from typing import Any
 
 from koraft.core.config import check_number, check_seed, reject_unknown_keys, section
 from koraft.core.errors import ParamError
+from koraft.evaluation.embeddings import LOCAL
 from koraft.evaluation.labels import SERVED, VARIANTS
 from koraft.inference.endpoints import Endpoint, check_base_url, check_key_env
 from koraft.models.manifest import check_system_prompt
-from koraft.models.presets import resolve_model
+from koraft.models.presets import is_local, resolve_model
 
 KEYS = {"variants", "max_new_tokens", "batch_size", "bertscore", "cosine", "bootstrap", "predictions_file", "served",
         "endpoints", "requests"}
@@ -38,6 +39,7 @@ class EvalSettings:
     requests: dict[str, Any]  # concurrency, timeout_s, retries of every endpoint
     model: dict[str, Any]  # the `model:` section: the base variant, and the fitting of endpoint prompts
     system_prompt: str  # model.system_prompt
+    encoder_family: str  # picks the `auto` encoders: LOCAL for a preset koraft builds, else the model's family
     student: dict[str, Any] | None  # distill.student, when the student_base variant is on
     predictions_file: str | None = None
     served: dict[str, Any] | None = None  # eval.served, when the served variant is on
@@ -97,7 +99,7 @@ def load_eval(params: dict[str, Any]) -> EvalSettings:
                                                 f"within train.args.max_length {max_length}")
     model = section(params, "model")
     student = dict(section(section(params, "distill"), "student", "distill.")) if "student_base" in enabled else None
-    resolve_model(model)  # loads nothing: a bad model key is one line now, not after the variants before it ran
+    resolved = resolve_model(model)  # loads nothing: a bad model key is one line now, not after variants ran
     if student is not None:
         resolve_model(student, key="distill.student")
     return EvalSettings(
@@ -105,6 +107,7 @@ def load_eval(params: dict[str, Any]) -> EvalSettings:
         max_length=max_length, prompt_budget=max_length - settings["max_new_tokens"], bertscore=dict(bertscore),
         cosine=dict(cosine), bootstrap={**bootstrap, "seed": check_seed(params)}, requests=dict(requests),
         model=dict(model), system_prompt=check_system_prompt(model.get("system_prompt", "")),
+        encoder_family=LOCAL if resolved.preset and is_local(resolved.preset) else resolved.family.name,
         student=student, predictions_file=predictions,
         served=dict(served) if served else None, served_systems=served_names, endpoints=tuple(endpoints))
 

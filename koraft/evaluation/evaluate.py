@@ -24,7 +24,6 @@ from koraft.core.config import check_inside
 from koraft.core.errors import KoraftError, ParamError
 from koraft.evaluation.answers import extract_answer
 from koraft.evaluation.config import EvalSettings
-from koraft.evaluation.embeddings import LOCAL
 from koraft.evaluation.labels import METRIC_ORDER
 from koraft.evaluation.predictions import read_predictions
 from koraft.evaluation.scoring import Scorers, compare, intervals, reasoning_report, summary
@@ -36,10 +35,6 @@ from koraft.evaluation.variants import run_variant
 def evaluate(test_rows: list[dict], settings: EvalSettings, paths: EvalPaths
              ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(metrics for metrics/eval.json, one review row per scored test record)."""
-    from koraft.models.presets import is_local, resolve_model
-
-    resolved = resolve_model(settings.model, paths.tiny_models)
-    family = LOCAL if resolved.preset and is_local(resolved.preset) else resolved.family.name  # picks `auto` encoders
     systems: dict[str, SystemOutput] = {}
     if settings.predictions_file:
         path = check_inside(settings.predictions_file, [paths.predictions], "eval.predictions_file")
@@ -62,7 +57,7 @@ def evaluate(test_rows: list[dict], settings: EvalSettings, paths: EvalPaths
                               f"minus eval.max_new_tokens): {system.unfit[0]['reason']}")
         system.outputs.update({unfit["id"]: "" for unfit in system.unfit})
     references = [row["answer"] for row in rows]
-    scorers = Scorers(settings.bertscore, settings.cosine, family)
+    scorers = Scorers(settings.bertscore, settings.cosine, settings.encoder_family)
     golden = np.array([bool(row.get("oracle_included")) for row in rows])
     everything = np.arange(len(rows))
     metrics: dict[str, Any] = {}
