@@ -10,13 +10,14 @@ the cost of each variant (latency, tokens/s, peak memory, adapter size), apart f
 from koraft.core.cli import run_stage, stage_paths
 from koraft.core.config import load_params
 from koraft.core.jsonl import read_jsonl, write_json, write_jsonl
+from koraft.evaluation.condition_scores import condition_points
 from koraft.evaluation.config import load_eval
 from koraft.evaluation.evaluate import evaluate
 from koraft.evaluation.labels import systems, variant_rows
 from koraft.evaluation.systems import EvalPaths
 
-OPTIONS = ("test", "base_models", "adapter", "student", "exports", "predictions_dir", "metrics", "predictions",
-           "variants", "cost")
+OPTIONS = ("test", "split_test", "base_models", "adapter", "student", "exports", "predictions_dir", "metrics",
+           "predictions", "variants", "conditions", "cost")
 
 
 def main() -> None:
@@ -24,12 +25,13 @@ def main() -> None:
     settings = load_eval(load_params())
     paths = EvalPaths(adapter=args.adapter, student=args.student, tiny_models=args.base_models,
                       predictions=args.predictions_dir, exports=args.exports)
-    metrics, review = evaluate(list(read_jsonl(args.test)), settings, paths)
+    metrics, review = evaluate(list(read_jsonl(args.test)), settings, paths, list(read_jsonl(args.split_test)))
     # timings differ run to run: kept out of the compared metrics
     write_json(args.cost, {name: metrics[name].pop("cost") for name in systems(metrics) if "cost" in metrics[name]})
     write_json(args.metrics, metrics)
     write_jsonl(args.predictions, review)
     write_json(args.variants, variant_rows(metrics))
+    write_json(args.conditions, condition_points(metrics.get("conditions", {})))
     for name in systems(metrics):
         values = metrics[name]
         print(f"evaluate: {name}: F1 {values['f1']}, EM {values['exact_match']}, ROUGE-L {values['rougeL']}, "

@@ -36,12 +36,24 @@ def split_params(params):
 
 
 @pytest.fixture(scope="session")
-def raft_rows(tmp_path_factory, params, validate_params) -> dict[str, list[dict]]:
+def corpus_records(tmp_path_factory, validate_params) -> list[dict]:
+    """The validated records of a small synthetic corpus."""
+    return synthetic_records(tmp_path_factory.mktemp("raft-rows"), validate_params, num_docs=80, seed=3)
+
+
+@pytest.fixture(scope="session")
+def raft_rows(corpus_records, params) -> dict[str, list[dict]]:
     """RAFT rows of a small synthetic corpus (random distractors), grouped by split."""
-    records = synthetic_records(tmp_path_factory.mktemp("raft-rows"), validate_params, num_docs=80, seed=3)
     raft = {**params["raft"], "distractor_source": "random"}
-    rows, _ = build_raft(records, raft, params["split"], seed=7)
+    rows, _ = build_raft(corpus_records, raft, params["split"], seed=7)
     return {name: [row for row in rows if row["split"] == name] for name in ("train", "val", "test")}
+
+
+@pytest.fixture(scope="session")
+def split_records(corpus_records, raft_rows) -> dict[str, list[dict]]:
+    """The split stage's records of that corpus (what data/split/*.jsonl holds), grouped by split."""
+    return {name: [record for record in corpus_records if record["id"] in {row["id"] for row in rows}]
+            for name, rows in raft_rows.items()}
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,8 @@
 It writes what a good teacher would, from the prompt alone: for a questions prompt, one question per
 sentence of the chunk ("다음 문장은 무엇을 말하는가: <sentence>?"); for an answer prompt, a chain of
 thought quoting that sentence and `<ANSWER>:` its last word. It can answer 429 first, die after
-some replies, or take a fixed time per request, and it logs every prompt it answered.
+some replies, or take a fixed time per request, and it logs every prompt it answered. It also serves
+/v1/embeddings (hashed character bigrams), for the evaluation's embeddings retriever.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import re
 import threading
 import time
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 QUESTION = "다음 문장은 무엇을 말하는가: {sentence}?"
@@ -31,6 +33,15 @@ def scripted_reply(user: str) -> str:
     count = int(re.search(r"(\d+)개", user).group(1))
     sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", chunk_of(user)) if len(s.strip()) > 8]
     return "\n".join(f"{i + 1}. " + QUESTION.format(sentence=s) for i, s in enumerate(sentences[:count]))
+
+
+def bigram_vector(text: str, size: int = 512) -> list[float]:
+    """A hashed bag of character bigrams: an embedding that ranks documents sharing a question's words."""
+    vector = [0.0] * size
+    for first, second in zip(text, text[1:], strict=False):
+        if not (first + second).isspace():
+            vector[zlib.crc32((first + second).encode()) % size] += 1.0
+    return vector
 
 
 class TeacherServer:
@@ -64,6 +75,13 @@ class TeacherServer:
                               {"retry-after-ms": "100"})
                     return
                 time.sleep(owner.latency_s)
+                if self.path.endswith("/embeddings"):
+                    texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+                    self.send(200, {"object": "list", "model": body["model"], "usage": {"prompt_tokens": 0,
+                                                                                          "total_tokens": 0},
+                                    "data": [{"object": "embedding", "index": i, "embedding": bigram_vector(text)}
+                                             for i, text in enumerate(texts)]})
+                    return
                 user = body["messages"][-1]["content"]
                 text = owner.reply(user)
                 if isinstance(text, tuple):  # (status, message): the endpoint refuses this request

@@ -32,6 +32,8 @@ def eval_params(params: dict, **changes) -> dict:
     result["distill"]["student"] = {"preset": "tiny-s"}
     result["eval"]["bootstrap"]["resamples"] = 200
     result["eval"]["variants"]["served"] = False  # tests/test_export.py serves the exported model
+    result["eval"]["conditions"]["retrieved"] = False  # tests/test_conditions.py runs the test conditions
+    result["eval"]["conditions"]["closed_book"] = False
     for key, value in changes.items():
         result["eval"][key] = value
     return result

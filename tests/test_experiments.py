@@ -75,6 +75,10 @@ def test_sweep_queues_two_experiments_runs_them_and_shows_both(tmp_path):
     params = text[text.index("Params changed"):text.index("Every metric that changed")]
     assert "distill.loss.divergence" in params and "forward_kl" in params and "jsd" in params
     assert "| metrics/distill.json" in text[text.index("Every metric that changed"):]
+    # RAFT's test conditions, this run's: the oracle, the retriever's top 3 and closed book, on the same questions.
+    conditions = [line for line in lines if line.startswith(("| oracle |", "| retrieved k=3 |", "| closed book |"))]
+    assert len(conditions) == 3 and all("finetuned − base" not in line for line in conditions)
+    assert " ahead" in conditions[1] or " behind" in conditions[1] or "within noise" in conditions[1]
 
     # A report of the two experiments, read from their commits.
     out = run(["python", "-m", "koraft.publish.report", "students", "--exp", first, second], project).stdout
@@ -83,6 +87,7 @@ def test_sweep_queues_two_experiments_runs_them_and_shows_both(tmp_path):
     assert "## Runs compared" in report and "| distill.loss.divergence | forward_kl | jsd |" in report
     moved = report[report.index(f"### {second} against {first}"):]
     assert "- distilled F1: " in moved and "paired records" in moved  # signal or noise, in words
+    assert report.count("### Test conditions (RAFT's protocol)") == 2  # one per experiment
     for name in ("runs.png", f"metrics_{first}.png", f"loss_{second}.png"):
         with Image.open(project / "reports/students" / name) as png:
             png.verify()

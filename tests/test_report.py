@@ -58,8 +58,19 @@ def test_report_has_tables_intervals_examples_and_valid_pngs(workspace):
     served = evaluation["served"]["parity"]
     assert f"| served | finetuned | {served['answers']:.1%} | {served['outputs']:.1%} | 0 |" in text
     assert "> warning: bertscore:" in text  # the embedded encoder cannot read Hangul, and the report says so
+    # RAFT's test conditions: the same questions with oracle, retrieved and no documents, and the paired change.
+    conditions = evaluation["conditions"]
+    assert f"The same {conditions['questions']} test questions" in text
+    retrieved = conditions["retrieved_k3"]
+    change = retrieved["comparisons"]["finetuned_vs_base"]["f1"]
+    row = next(line for line in text.splitlines() if line.startswith("| retrieved k=3 | "))
+    assert f"| {conditions['retrieval']['k3']['recall']} | {conditions['retrieval']['k3']['mrr']} |" in row
+    assert f"{retrieved['finetuned']['exact_match']:g} / {retrieved['finetuned']['f1']:g}" in row
+    assert f"{change['delta']:+g} [{change['low']:+g}, {change['high']:+g}]" in row
+    assert any(line.startswith("| closed book | – | – | ") for line in text.splitlines())
+    assert "- retrieved k=3, finetuned: F1 " in text
     images = sorted((workspace / "reports/weekly").glob("*.png"))
-    assert [image.name for image in images] == ["loss_workspace.png", "metrics_workspace.png"]
+    assert [image.name for image in images] == ["by_k_workspace.png", "loss_workspace.png", "metrics_workspace.png"]
     for image in images:
         assert f"(weekly/{image.name})" in text
         with Image.open(image) as png:

@@ -176,6 +176,23 @@ def test_train_stage_and_a_preset_experiment(distilled, tmp_path):
     assert "tiny-s" in json.dumps(shown)
 
 
+def test_the_golden_only_ablation_runs_as_an_experiment(distilled, tmp_path):
+    """raft.num_distractors: 0 with p_golden: 1.0 trains on the golden document alone (docs/evaluation.md)."""
+    project = tmp_path / "ablation"
+    shutil.copytree(distilled[0], project)
+    before = yaml.safe_load((project / "dvc.lock").read_text())["stages"]["train"]
+    out = run(["dvc", "exp", "run", "train", "-S", "raft.num_distractors=0", "-S", "raft.p_golden=1.0"], project).stdout
+    assert "Running stage 'raft'" in out and "Running stage 'train'" in out
+    raft = json.loads((project / "metrics/raft.json").read_text())
+    assert raft["golden_included_share"] == 1.0 and raft["distractors"] == 0
+    rows = [json.loads(line) for line in (project / "data/raft/train.jsonl").read_text().splitlines()]
+    assert all(len(row["documents"]) == 1 and row["oracle_index"] == 0 for row in rows)
+    after = yaml.safe_load((project / "dvc.lock").read_text())["stages"]["train"]
+    assert after["outs"] != before["outs"]  # another adapter, from other rows
+    shown = json.dumps(json.loads(run(["dvc", "exp", "show", "--json"], project).stdout))
+    assert '"num_distractors": 0' in shown and '"p_golden": 1.0' in shown
+
+
 @pytest.mark.parametrize("name, key, value, expected", [
     ("train", "model.preset", "exaone-5", "params.yaml: model.preset: unknown preset 'exaone-5'"),
     ("distill", "distill.loss.divergence", "kl", "params.yaml: distill.loss.divergence: must be one of forward_kl"),
@@ -239,6 +256,10 @@ def test_evaluate_stage_scores_every_variant_then_a_predictions_file(distilled, 
     assert set(exported["gguf"]) == {"f32", "q8_0"} and (project / "models/export/gguf/Modelfile").exists()
     review = (project / "metrics/eval/predictions.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(review) == metrics["scoring"]["samples"] == metrics["scoring"]["test_records"]
+    # RAFT's test conditions, from the test split's own documents: the plot data has closed book and k = 3.
+    assert {"oracle", "retrieved_k3", "closed_book", "retrieval"} <= set(metrics["conditions"])
+    points = json.loads((project / "metrics/eval/conditions.json").read_text())
+    assert [point["k"] for point in points] == [0, 3] and points[1]["finetuned_f1"] is not None
     table = run(["dvc", "metrics", "show", "--md"], project).stdout
     assert "finetuned.f1" in table and "comparisons.finetuned_vs_base.f1.low" in table
     assert "Data and pipelines are up to date" in run(["dvc", "repro", "evaluate"], project).stdout

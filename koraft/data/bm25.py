@@ -123,6 +123,23 @@ class BM25Index:
                     ranked[i] = (local * self.pools + pool_index).tolist()
         return ranked
 
+    def search(self, queries: list[list[str]], k: int) -> list[list[int]]:
+        """For each query, up to k document indices with a positive score among all documents, best first.
+
+        A retriever's view: no document is excluded and no pool limits the search. Ties fall to the
+        document index, as in `rank`.
+        """
+        ranked: list[list[int]] = []
+        chunk = max(1, _SCORES_PER_CHUNK // max(self.size, 1))
+        for start in range(0, len(queries), chunk):
+            part = queries[start:start + chunk]
+            query = self._query_matrix(part)
+            scores = np.zeros((len(part), self.size), np.float32)
+            for pool_index, pool_weights in enumerate(self._pool_weights):
+                scores[:, pool_index::self.pools] = query.dot(pool_weights).toarray()
+            ranked += [found.tolist() for found in _top_k(scores, k)]
+        return ranked
+
     def _query_matrix(self, queries: list[list[str]]) -> sparse.csr_matrix:
         """Queries x terms, 1 where the query holds the term (a repeated term counts once)."""
         rows, cols = [], []

@@ -9,18 +9,24 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from koraft.core.config import check_number, check_seed, reject_unknown_keys, section
+from koraft.core.config import check_choice, check_number, check_seed, check_text, reject_unknown_keys, section
 from koraft.core.errors import ParamError
+from koraft.data.config import BM25Settings, RaftSettings, load_raft
+from koraft.evaluation.conditions import ConditionSettings
 from koraft.evaluation.embeddings import LOCAL
 from koraft.evaluation.labels import SERVED, VARIANTS
+from koraft.evaluation.retrieval import RETRIEVERS, RetrievalSettings
 from koraft.inference.endpoints import Endpoint, check_base_url, check_key_env
 from koraft.models.manifest import check_system_prompt
 from koraft.models.presets import is_local, resolve_model
 
 KEYS = {"variants", "max_new_tokens", "batch_size", "bertscore", "cosine", "bootstrap", "predictions_file", "served",
-        "endpoints", "requests"}
+        "endpoints", "requests", "conditions", "retrieval"}
+CONDITION_KEYS = {"variants", "retrieved", "closed_book", "questions", "closed_book_instruction"}
+RETRIEVAL_KEYS = {"retriever", "k", "folder", "endpoint", "batch_size"}
 SERVED_KEYS = {"gguf", "compare_to", "threads"}
 REQUEST_KEYS = {"concurrency", "timeout_s", "retries"}
 ENDPOINT_KEYS = {"name", "base_url", "model", "api_key_env", "compare_to", "extra_body"}
@@ -45,6 +51,8 @@ class EvalSettings:
     served: dict[str, Any] | None = None  # eval.served, when the served variant is on
     served_systems: dict[str, str] = field(default_factory=dict)  # system name -> GGUF type
     endpoints: tuple[Endpoint, ...] = ()
+    conditions: ConditionSettings | None = None  # the retrieved and closed-book test conditions, when any is on
+    abstain_answer: str | None = None  # raft.abstain_answer where raft.omitted_golden_target is abstain
 
 
 def load_eval(params: dict[str, Any]) -> EvalSettings:
@@ -97,6 +105,9 @@ def load_eval(params: dict[str, Any]) -> EvalSettings:
     if settings["max_new_tokens"] >= max_length:
         raise ParamError("eval.max_new_tokens", f"is {settings['max_new_tokens']}, which leaves no room for a prompt "
                                                 f"within train.args.max_length {max_length}")
+    raft = load_raft(params)
+    abstain = raft.abstain_answer if raft.omitted_golden_target == "abstain" else None
+    conditions = check_conditions(settings, raft, abstain, enabled) if predictions is None else None
     model = section(params, "model")
     student = dict(section(section(params, "distill"), "student", "distill.")) if "student_base" in enabled else None
     resolved = resolve_model(model)  # loads nothing: a bad model key is one line now, not after variants ran
@@ -109,7 +120,66 @@ def load_eval(params: dict[str, Any]) -> EvalSettings:
         model=dict(model), system_prompt=check_system_prompt(model.get("system_prompt", "")),
         encoder_family=LOCAL if resolved.preset and is_local(resolved.preset) else resolved.family.name,
         student=student, predictions_file=predictions,
-        served=dict(served) if served else None, served_systems=served_names, endpoints=tuple(endpoints))
+        served=dict(served) if served else None, served_systems=served_names, endpoints=tuple(endpoints),
+        conditions=conditions, abstain_answer=abstain)
+
+
+def check_conditions(settings: dict[str, Any], raft: RaftSettings, abstain: str | None, enabled: tuple[str, ...]
+                     ) -> ConditionSettings | None:
+    """eval.conditions and eval.retrieval; None when neither the retrieved nor the closed-book condition is on."""
+    conditions = section(settings, "conditions", "eval.")
+    reject_unknown_keys(conditions, CONDITION_KEYS, "eval.conditions")
+    for key in ("retrieved", "closed_book"):
+        if not isinstance(conditions.get(key), bool):
+            raise ParamError(f"eval.conditions.{key}", f"must be true or false, got {conditions.get(key)!r}")
+    if not (conditions["retrieved"] or conditions["closed_book"]):
+        return None
+    variants = conditions.get("variants")
+    if not isinstance(variants, list) or not variants or len(set(variants)) != len(variants):
+        raise ParamError("eval.conditions.variants", f"a list of distinct model variants, got {variants!r}")
+    for name in variants:
+        if name not in enabled:
+            raise ParamError("eval.conditions.variants", f"{name!r} is not an evaluated model variant "
+                                                         f"({', '.join(enabled) or 'none'} in eval.variants)")
+    if conditions.get("questions") is not None:
+        check_number(conditions, "questions", "eval.conditions", 1, 10**7, integer=True)
+    check_text(conditions, "closed_book_instruction", "eval.conditions")
+    return ConditionSettings(
+        variants=tuple(name for name in VARIANTS if name in variants), retrieved=conditions["retrieved"],
+        closed_book=conditions["closed_book"], questions=conditions.get("questions"),
+        closed_book_instruction=conditions["closed_book_instruction"],
+        retrieval=check_retrieval(settings, raft.bm25) if conditions["retrieved"] else None,
+        instruction=raft.instruction, cot_instruction=raft.cot_instruction, abstain_answer=abstain)
+
+
+def check_retrieval(settings: dict[str, Any], bm25: BM25Settings) -> RetrievalSettings:
+    retrieval = section(settings, "retrieval", "eval.")
+    reject_unknown_keys(retrieval, RETRIEVAL_KEYS, "eval.retrieval")
+    check_choice(retrieval, "retriever", "eval.retrieval", RETRIEVERS)
+    ks = retrieval.get("k")
+    if not isinstance(ks, list) or not ks or len(set(ks)) != len(ks) or not all(
+            isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= 100 for k in ks):
+        raise ParamError("eval.retrieval.k", f"a list of distinct integers from 1 to 100 (one test condition each), "
+                                             f"got {ks!r}")
+    check_number(retrieval, "batch_size", "eval.retrieval", 1, 4096, integer=True)
+    folder, endpoint = retrieval.get("folder"), None
+    if retrieval["retriever"] == "sentence_transformers":
+        if not isinstance(folder, str) or not (Path(folder) / "config.json").is_file():
+            raise ParamError("eval.retrieval.folder", f"must be a local sentence-transformers folder (with a "
+                                                      f"config.json) for retriever sentence_transformers, "
+                                                      f"got {folder!r}")
+    if retrieval["retriever"] == "embeddings":
+        entry = retrieval.get("endpoint")
+        if not isinstance(entry, dict):
+            raise ParamError("eval.retrieval.endpoint", f"must be a mapping with base_url and model for retriever "
+                                                        f"embeddings, got {entry!r}")
+        reject_unknown_keys(entry, {"base_url", "model", "api_key_env"}, "eval.retrieval.endpoint")
+        check_text(entry, "model", "eval.retrieval.endpoint")
+        base_url = check_base_url(str(entry.get("base_url")), "eval.retrieval.endpoint.base_url")
+        check_key_env(entry.get("api_key_env"), "eval.retrieval.endpoint.api_key_env")
+        endpoint = Endpoint("retrieval", base_url, entry["model"], entry.get("api_key_env"))
+    return RetrievalSettings(retriever=retrieval["retriever"], k=tuple(sorted(ks)), bm25=bm25, folder=folder,
+                             endpoint=endpoint, batch_size=retrieval["batch_size"])
 
 
 def check_served(settings: dict[str, Any]) -> dict[str, Any]:

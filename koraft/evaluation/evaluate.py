@@ -23,6 +23,8 @@ import numpy as np
 from koraft.core.config import check_inside
 from koraft.core.errors import KoraftError, ParamError
 from koraft.evaluation.answers import extract_answer
+from koraft.evaluation.condition_scores import abstention, condition_review, golden_shown, score_conditions
+from koraft.evaluation.conditions import ORACLE, build_conditions, sample_questions
 from koraft.evaluation.config import EvalSettings
 from koraft.evaluation.labels import METRIC_ORDER
 from koraft.evaluation.predictions import read_predictions
@@ -32,10 +34,21 @@ from koraft.evaluation.systems import EvalPaths, SystemOutput
 from koraft.evaluation.variants import run_variant
 
 
-def evaluate(test_rows: list[dict], settings: EvalSettings, paths: EvalPaths
-             ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(metrics for metrics/eval.json, one review row per scored test record)."""
+def evaluate(test_rows: list[dict], settings: EvalSettings, paths: EvalPaths,
+             split_records: list[dict] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(metrics for metrics/eval.json, one review row per scored test record).
+
+    `split_records`, the test split's validated records, feed the retrieved and closed-book conditions
+    (koraft.evaluation.conditions): their questions, answers and the only documents a retriever sees.
+    """
     systems: dict[str, SystemOutput] = {}
+    built, questions = None, []
+    if settings.conditions is not None and not settings.predictions_file:
+        if split_records is None:
+            raise KoraftError("eval.conditions: the retrieved and closed-book conditions need the test split's "
+                              "records (data/split/test.jsonl)")
+        questions = sample_questions(split_records, settings.conditions.questions, settings.bootstrap["seed"])
+        built = build_conditions(split_records, questions, settings.conditions, settings.requests)
     if settings.predictions_file:
         path = check_inside(settings.predictions_file, [paths.predictions], "eval.predictions_file")
         if path.stem in ("comparisons", "scoring", "warnings"):
@@ -44,7 +57,8 @@ def evaluate(test_rows: list[dict], settings: EvalSettings, paths: EvalPaths
         systems[path.stem] = SystemOutput(outputs=read_predictions(path, [row["id"] for row in test_rows]))
     else:
         for name in settings.variants:
-            systems[name] = run_variant(name, test_rows, settings, paths)
+            answers_conditions = built is not None and name in settings.conditions.variants
+            systems[name] = run_variant(name, test_rows, settings, paths, built.rows if answers_conditions else None)
         for name, kind in settings.served_systems.items():
             systems[name] = run_served(name, kind, test_rows, settings, paths)
         for endpoint in settings.endpoints:
@@ -74,6 +88,9 @@ def evaluate(test_rows: list[dict], settings: EvalSettings, paths: EvalPaths
             "intervals": intervals(scores, stats, scorers, len(rows), settings.bootstrap),
             "reasoning": reasoning_report(rows, system, [answer.extracted for answer in answers[name]]),
         }
+        if settings.abstain_answer is not None:
+            metrics[name]["abstention"] = abstention([answer.text for answer in answers[name]],
+                                                     golden_shown(ORACLE, rows, system), settings.abstain_answer)
         if system.cost is not None:
             cut = sum(1 for row in rows if not system.stopped.get(row["id"], True))
             metrics[name]["generation"] = {
@@ -91,6 +108,9 @@ def evaluate(test_rows: list[dict], settings: EvalSettings, paths: EvalPaths
             metrics[name]["parity"] = parity(system.outputs, reference.outputs, answers[name],
                                              answers[system.compare_to], rows, system.compare_to)
     metrics["comparisons"] = compare(per_system, scorers, len(rows), settings.bootstrap)
+    if built is not None:
+        metrics["conditions"] = score_conditions(rows, systems, built, questions, settings.conditions,
+                                                 settings.bootstrap)
     metrics["scoring"] = {"samples": len(rows), "test_records": len(test_rows), **scorers.report(),
                           "bootstrap": settings.bootstrap}
     warnings = [f"{metric}: {metrics['scoring'][metric]['warning']}" for metric in ("bertscore", "cosine")
@@ -100,7 +120,13 @@ def evaluate(test_rows: list[dict], settings: EvalSettings, paths: EvalPaths
                  for name, system in systems.items() if system.long_targets]
     if warnings:
         metrics["warnings"] = warnings
-    return metrics, review_rows(rows, systems, answers, per_system)
+    review = review_rows(rows, systems, answers, per_system)
+    if built is not None:
+        by_id = condition_review(built, systems, settings.conditions.variants)
+        for row in review:
+            if row["id"] in by_id:
+                row["conditions"] = by_id[row["id"]]
+    return metrics, review
 
 
 def review_rows(rows: list[dict], systems: dict[str, SystemOutput], answers: dict[str, list],

@@ -35,3 +35,4 @@ class SystemOutput:
     failures: dict[str, str] | None = None  # an endpoint's failed requests: record id -> reason
     compare_to: str | None = None  # the variant an endpoint's parity is measured against
     long_targets: int | None = None  # test targets longer than max_new_tokens: they cannot be generated whole
+    conditions: dict[str, SystemOutput] = field(default_factory=dict)  # test condition -> its answers

@@ -43,11 +43,15 @@ def load_variant(name: str, settings: EvalSettings, paths: EvalPaths):
     return model, load_trained_tokenizer(folder, resolved), resolved, manifest["system_prompt"], folder
 
 
-def run_variant(name: str, rows: list[dict], settings: EvalSettings, paths: EvalPaths) -> SystemOutput:
+def run_variant(name: str, rows: list[dict], settings: EvalSettings, paths: EvalPaths,
+                conditions: dict[str, list[dict]] | None = None) -> SystemOutput:
+    """The variant's answers to the test rows and, in `.conditions`, to each test condition's rows.
+
+    Each condition generates on its own, after the test rows: batches mix no conditions, so the test
+    rows' answers are the same whether conditions run or not."""
     import torch
 
     from koraft.core.measure import directory_bytes, peak_memory_mib
-    from koraft.inference.decoding import greedy_generate
     from koraft.models.chat import stop_token_ids
 
     model, tokenizer, resolved, system_prompt, folder = load_variant(name, settings, paths)
@@ -55,25 +59,37 @@ def run_variant(name: str, rows: list[dict], settings: EvalSettings, paths: Eval
         model.to("cuda")
         torch.cuda.reset_peak_memory_stats()
     encoder = SampleTokenizer(tokenizer, resolved.family, system_prompt)
-    fitted = build_prompts(rows, encoder, settings.prompt_budget)
-    kept = fitted.ids
+    stops = stop_token_ids(model, tokenizer, resolved.family)
+    output = answer(model, tokenizer, encoder, rows, stops, settings)
     # Counted, never used for the prompts: a budget too small for the references caps every score.
-    long_targets = sum(len(encoder.target(row)[1]) > settings.max_new_tokens for row in rows)
-    result = greedy_generate(model, tokenizer, fitted.prompts, stop_token_ids(model, tokenizer, resolved.family),
-                             settings.max_new_tokens, settings.batch_size)
-    generated = sum(result.new_tokens)
-    cost = {
-        "latency_per_sample_s": round(result.seconds / max(len(kept), 1), 4),
-        "generated_tokens_per_s": round(generated / result.seconds, 1) if result.seconds else None,
+    output.long_targets = sum(len(encoder.target(row)[1]) > settings.max_new_tokens for row in rows)
+    generated = sum(output.new_tokens.values())
+    output.cost = {
+        "latency_per_sample_s": round(output.seconds / max(len(output.outputs), 1), 4),
+        "generated_tokens_per_s": round(generated / output.seconds, 1) if output.seconds else None,
         "peak_memory_mib": peak_memory_mib(),
         "adapter_bytes": directory_bytes(folder) if folder else 0,
         "device": "cuda" if torch.cuda.is_available() else "cpu",
     }
+    for condition, condition_rows in (conditions or {}).items():
+        output.conditions[condition] = answer(model, tokenizer, encoder, condition_rows, stops, settings)
+        output.cost.setdefault("conditions_seconds", {})[condition] = round(output.conditions[condition].seconds, 2)
     del model
     gc.collect()
+    return output
+
+
+def answer(model, tokenizer, encoder: SampleTokenizer, rows: list[dict], stops: list[int], settings: EvalSettings
+           ) -> SystemOutput:
+    """Rows fitted to the prompt budget and answered greedily."""
+    from koraft.inference.decoding import greedy_generate
+
+    fitted = build_prompts(rows, encoder, settings.prompt_budget)
+    result = greedy_generate(model, tokenizer, fitted.prompts, stops, settings.max_new_tokens, settings.batch_size)
+    kept = fitted.ids
     return SystemOutput(outputs=dict(zip(kept, result.texts, strict=True)),
                         documents=dict(zip(kept, fitted.documents, strict=True)),
                         stopped=dict(zip(kept, result.stopped, strict=True)),
                         new_tokens=dict(zip(kept, result.new_tokens, strict=True)),
-                        seconds=result.seconds, unfit=fitted.unfit, cost=cost, long_targets=long_targets,
+                        seconds=result.seconds, unfit=fitted.unfit,
                         prompts=fitted.report(settings.prompt_budget, [len(ids) for ids in fitted.prompts]))

@@ -108,9 +108,8 @@ def intervals_table(run: Run) -> list[str]:
     lines = [f"| comparison | metric | change | {confidence:.0%} interval | B better in |", "|---|---|---|---|---|"]
     for label, metrics in comparisons.items():
         for metric, value in metrics.items():
-            verdict = " ahead" if value["low"] > 0 else " behind" if value["high"] < 0 else " within noise (covers 0)"
             lines.append(f"| {label.replace('_vs_', ' vs ')} | {TABLE.get(metric, metric)} | {value['delta']:+g} | "
-                         f"[{value['low']:+g}, {value['high']:+g}]{verdict} | {value['share_better']:.0%} |")
+                         f"[{value['low']:+g}, {value['high']:+g}] {verdict(value)} | {value['share_better']:.0%} |")
     return lines
 
 
@@ -125,6 +124,82 @@ def parity_table(run: Run) -> list[str]:
         lines.append(f"| {name} | {parity['compared_to']} | {parity['answers']:.1%} | {parity['outputs']:.1%} | "
                      f"{failed} |")
     return lines
+
+
+def verdict(change: dict[str, float]) -> str:
+    """The within-noise marking of a paired interval, shared by every table of comparisons."""
+    return "ahead" if change["low"] > 0 else "behind" if change["high"] < 0 else "within noise (covers 0)"
+
+
+def conditions_table(evaluation: dict[str, Any]) -> list[str]:
+    """RAFT's comparison per test condition: each variant's EM / F1 on the same questions, the retriever's
+    recall@k and MRR, and the paired F1 change of each trained variant over the base model given the same
+    documents."""
+    conditions = evaluation.get("conditions")
+    if not conditions:
+        return []
+    variants = conditions["variants"]
+    names = [name for name in conditions if name == "oracle" or name.startswith("retrieved_k") or
+             name == "closed_book"]
+    comparisons = [label for label in ("finetuned_vs_base", "distilled_vs_base")
+                   if any(label in conditions[name]["comparisons"] for name in names)]
+    lines = ["| condition | recall@k | MRR | " + " | ".join(f"{v} EM / F1" for v in variants) + " | " +
+             " | ".join(f"{label.replace('_vs_', ' − ')} F1" for label in comparisons) + " |",
+             "|---" * (3 + len(variants) + len(comparisons)) + "|"]
+    for name in names:
+        retrieval = conditions.get("retrieval", {}).get(f"k{name.removeprefix('retrieved_k')}", {})
+        cells = [name.replace("_k", " k=").replace("_", " "), retrieval.get("recall", "–"), retrieval.get("mrr", "–")]
+        cells += [f"{conditions[name][v]['exact_match']:g} / {conditions[name][v]['f1']:g}" for v in variants]
+        for label in comparisons:
+            change = conditions[name]["comparisons"].get(label, {}).get("f1")
+            cells.append(f"{change['delta']:+g} [{change['low']:+g}, {change['high']:+g}] {verdict(change)}"
+                         if change else "–")
+        lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
+    return lines
+
+
+def retrieval_lines(evaluation: dict[str, Any]) -> list[str]:
+    """What the retriever costs against what the model costs: F1 when the golden document was shown and
+    when it was not, the budget's drops, and abstention where it is the target."""
+    conditions = evaluation.get("conditions") or {}
+    lines = []
+    for name, values in conditions.items():
+        if not name.startswith("retrieved_k") and name != "oracle":
+            continue
+        for variant in conditions["variants"]:
+            golden = values[variant]["by_golden"]
+            line = (f"- {name.replace('_k', ' k=')}, {variant}: F1 {golden['shown'].get('f1', '–')} with the golden "
+                    f"document in the prompt ({golden['shown']['samples']}), {golden['not_shown'].get('f1', '–')} "
+                    f"without it ({golden['not_shown']['samples']})")
+            if values[variant].get("golden_dropped_by_budget"):
+                line += f"; the prompt budget dropped it {values[variant]['golden_dropped_by_budget']} times"
+            abstained = values[variant].get("abstention")
+            if abstained:
+                line += (f"; abstained {abstained['abstained_when_absent']} of {abstained['golden_absent']} times "
+                         f"without it (recall {abstained['recall']}), {abstained['abstained_when_present']} of "
+                         f"{abstained['golden_present']} with it (precision {abstained['precision']})")
+            lines.append(line)
+    return lines
+
+
+def k_chart(path: Path, evaluation: dict[str, Any], title: str) -> bool:
+    """F1 against the number of retrieved documents (0: closed book), one line per variant."""
+    from koraft.evaluation.condition_scores import condition_points
+
+    points = condition_points(evaluation.get("conditions") or {})
+    if len(points) < 2:
+        return False
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6, 3.6))
+    for variant in evaluation["conditions"]["variants"]:
+        axes.plot([p["k"] for p in points], [p.get(f"{variant}_f1") for p in points], marker="o", label=variant)
+    axes.set_xlabel("retrieved documents (0: closed book)")
+    axes.set_ylabel("F1")
+    axes.set_ylim(0, 1)
+    axes.set_title(title)
+    axes.legend(fontsize="small")
+    _save(plt, figure, path)
+    return True
 
 
 def changes(first: Run, run: Run) -> list[str]:
@@ -236,6 +311,15 @@ def write_report(name: str, runs: list[Run], out_dir: Path = Path("reports"), to
         lines += (["### Paired bootstrap intervals", "", *intervals, ""] if intervals else [])
         parity = parity_table(run)
         lines += (["### Parity of the served systems", "", *parity, ""] if parity else [])
+        conditions = conditions_table(run.evaluation)
+        if conditions:
+            questions = run.evaluation["conditions"]["questions"]
+            lines += ["### Test conditions (RAFT's protocol)", "",
+                      f"The same {questions} test questions with the raft stage's documents (oracle), the "
+                      f"retriever's top k and none (closed book); paired bootstrap intervals.", "", *conditions, "",
+                      *retrieval_lines(run.evaluation), ""]
+            if k_chart(figures / f"by_k_{slug}.png", run.evaluation, f"{run.label}: F1 by retrieved documents"):
+                lines += [f"![F1 by k]({name}/by_k_{slug}.png)", ""]
         names = systems(run.evaluation)
         bar_chart(figures / f"metrics_{slug}.png", [TABLE[m] for m in CHART],
                   {n: [run.evaluation[n].get(m, 0.0) for m in CHART] for n in names}, f"{run.label}: metrics")
