@@ -23,7 +23,6 @@ from koraft.evaluation.embeddings import packaged_folder
 from koraft.evaluation.evaluate import evaluate
 from koraft.evaluation.retrieval import Corpus, RetrievalSettings, retrieval_scores, retrieve, split_corpus
 from koraft.inference.endpoints import Endpoint
-from koraft.models.presets import resolve_model
 
 BM25 = BM25Settings(k1=1.5, b=0.75, pool=20000, terms="bigrams")
 CORPUS = Corpus(doc_ids=["d0", "d1", "d2", "d3"],
@@ -100,16 +99,14 @@ def test_retrieval_sees_only_the_test_split(params, split_records):
 
 
 def test_the_closed_book_prompt_holds_no_document(params, split_records):
-    from koraft.models.loading import load_tokenizer
-    from koraft.models.samples import SampleTokenizer
+    from koraft.core.formats import user_message
 
     settings = load_eval(with_conditions(params, [1])).conditions
     record = split_records["test"][0]
     row = closed_book_row(record, settings)
-    resolved = resolve_model({"preset": "gemma-3-270m"})
-    prompt, _ = SampleTokenizer(load_tokenizer(resolved), resolved.family, "").prompt(row)
-    assert "<DOCUMENT>" not in prompt and record["context"] not in prompt
-    assert record["question"] in prompt and settings.closed_book_instruction in prompt
+    message = user_message(row)  # what every chat template wraps: the prompt's only text
+    assert "<DOCUMENT>" not in message and record["context"] not in message and row["cot"] is None
+    assert record["question"] in message and message.startswith(settings.closed_book_instruction)
 
 
 def test_the_sample_is_seeded_and_in_file_order(split_records):
