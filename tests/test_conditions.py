@@ -132,6 +132,7 @@ def test_abstention_precision_and_recall_by_hand():
     ("retrieval.retriever", "sentence_transformers", "eval.retrieval.folder"),
     ("retrieval.retriever", "embeddings", "eval.retrieval.endpoint"),
     ("conditions.variants", ["served"], "eval.conditions.variants"),
+    ("conditions.variants", ["fintuned"], "eval.conditions.variants"),
     ("conditions.questions", 0, "eval.conditions.questions"),
     ("conditions.closed_book", "yes", "eval.conditions.closed_book"),
 ])
@@ -142,6 +143,16 @@ def test_a_bad_condition_param_is_one_line(params, key, value, expected):
     with pytest.raises(ParamError, match=expected.replace(".", r"\.")) as error:
         load_eval(changed)
     assert "\n" not in str(error.value)
+
+
+def test_conditions_run_for_the_listed_variants_that_are_switched_on(params):
+    changed = with_conditions(params, [3])
+    changed["eval"]["variants"].update({"base": False, "distilled": False})
+    assert load_eval(changed).conditions.variants == ("finetuned",)
+    changed["eval"]["conditions"]["variants"] = ["base"]
+    assert load_eval(changed).conditions is None  # nothing to answer them: no condition runs
+    changed["eval"]["conditions"].update({"variants": ["finetuned"], "retrieved": False, "closed_book": False})
+    assert load_eval(changed).conditions is None
 
 
 @pytest.fixture(scope="module")

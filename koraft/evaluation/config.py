@@ -126,7 +126,8 @@ def load_eval(params: dict[str, Any]) -> EvalSettings:
 
 def check_conditions(settings: dict[str, Any], raft: RaftSettings, abstain: str | None, enabled: tuple[str, ...]
                      ) -> ConditionSettings | None:
-    """eval.conditions and eval.retrieval; None when neither the retrieved nor the closed-book condition is on."""
+    """eval.conditions and eval.retrieval; None when neither the retrieved nor the closed-book condition is on,
+    or no variant it lists is switched on in eval.variants."""
     conditions = section(settings, "conditions", "eval.")
     reject_unknown_keys(conditions, CONDITION_KEYS, "eval.conditions")
     for key in ("retrieved", "closed_book"):
@@ -138,14 +139,18 @@ def check_conditions(settings: dict[str, Any], raft: RaftSettings, abstain: str 
     if not isinstance(variants, list) or not variants or len(set(variants)) != len(variants):
         raise ParamError("eval.conditions.variants", f"a list of distinct model variants, got {variants!r}")
     for name in variants:
-        if name not in enabled:
-            raise ParamError("eval.conditions.variants", f"{name!r} is not an evaluated model variant "
-                                                         f"({', '.join(enabled) or 'none'} in eval.variants)")
+        if name not in VARIANTS:
+            raise ParamError("eval.conditions.variants", f"{name!r} is not a model variant ({', '.join(VARIANTS)}: "
+                                                         f"endpoints and served GGUFs answer the oracle only)")
+    # A listed variant switched off in eval.variants answers nothing; metrics/eval.json lists those that ran.
+    running = tuple(name for name in VARIANTS if name in variants and name in enabled)
+    if not running:
+        return None
     if conditions.get("questions") is not None:
         check_number(conditions, "questions", "eval.conditions", 1, 10**7, integer=True)
     check_text(conditions, "closed_book_instruction", "eval.conditions")
     return ConditionSettings(
-        variants=tuple(name for name in VARIANTS if name in variants), retrieved=conditions["retrieved"],
+        variants=running, retrieved=conditions["retrieved"],
         closed_book=conditions["closed_book"], questions=conditions.get("questions"),
         closed_book_instruction=conditions["closed_book_instruction"],
         retrieval=check_retrieval(settings, raft.bm25) if conditions["retrieved"] else None,
