@@ -40,12 +40,6 @@ class ConditionSettings:
     cot_instruction: str
     abstain_answer: str | None  # raft.abstain_answer where raft.omitted_golden_target is abstain
 
-    @property
-    def names(self) -> list[str]:
-        """The conditions generated (the oracle is the headline run's)."""
-        return ([retrieved_name(k) for k in self.retrieval.k] if self.retrieved else []) + \
-            ([CLOSED_BOOK] if self.closed_book else [])
-
 
 @dataclass
 class ConditionRows:
