@@ -12,10 +12,11 @@ from typing import Any
 import numpy as np
 
 from koraft.evaluation.answers import extract_answer
-from koraft.evaluation.bootstrap import interval, mean_of, paired_difference
+from koraft.evaluation.bootstrap import mean_of, paired_difference
 from koraft.evaluation.conditions import CLOSED_BOOK, ORACLE, ConditionRows, ConditionSettings
 from koraft.evaluation.labels import VARIANTS
 from koraft.evaluation.metrics import char_f1, exact_match, korquad_normalize
+from koraft.evaluation.scoring import intervals
 from koraft.evaluation.systems import SystemOutput
 
 HEADLINE = ("exact_match", "f1")
@@ -40,14 +41,9 @@ def headline(scores: dict[str, np.ndarray], indices: np.ndarray) -> dict[str, An
 
 
 def with_intervals(scores: dict[str, np.ndarray], bootstrap: dict[str, Any]) -> dict[str, Any]:
-    everything = np.arange(len(scores["f1"]))
-    result = headline(scores, everything)
-    result["intervals"] = {}
-    for metric in HEADLINE:
-        low, high = interval(mean_of(scores[metric]), len(everything), bootstrap["resamples"], bootstrap["seed"],
-                             bootstrap["confidence"])
-        result["intervals"][metric] = {"low": round(low, 4), "high": round(high, 4),
-                                       "half_width": round((high - low) / 2, 4)}
+    result = headline(scores, np.arange(len(scores["f1"])))
+    # EM and F1 are means over records: scoring's interval needs neither corpus statistics nor the scorers.
+    result["intervals"] = intervals(scores, {}, None, len(scores["f1"]), bootstrap)
     return result
 
 
