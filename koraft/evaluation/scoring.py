@@ -25,8 +25,11 @@ from koraft.evaluation.systems import SystemOutput
 class Scorers:
     """The lexical scorer and the two encoders, loaded once for every system."""
 
-    def __init__(self, bertscore: dict[str, Any], cosine: dict[str, Any], family: str):
-        encoder = resolve_encoder(bertscore["model"], family, AUTO_BERTSCORE, "eval.bertscore")
+    def __init__(self, bertscore: dict[str, Any], cosine: dict[str, Any], family: str,
+                 model_folder: str | None = None):
+        """`model_folder`: the `model:` preset's weights, which BERTScore embeds with where it names `model`."""
+        encoder = resolve_encoder(bertscore["model"], family, AUTO_BERTSCORE, "eval.bertscore",
+                                  model_folder=model_folder)
         layers = bertscore["num_layers"]
         self.lexical = LexicalScorer()
         self.bertscore = BertScore(encoder, for_family(AUTO_BERTSCORE_LAYERS, family) if layers == "auto" else layers,
