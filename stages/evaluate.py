@@ -17,14 +17,16 @@ from koraft.evaluation.labels import systems, variant_rows
 from koraft.evaluation.systems import EvalPaths
 
 OPTIONS = ("test", "split_test", "base_models", "adapter", "student", "exports", "predictions_dir", "metrics",
-           "predictions", "variants", "conditions", "cost")
+           "predictions", "variants", "conditions", "cost", "judge_calls")
 
 
 def main() -> None:
     args = stage_paths("evaluate", *OPTIONS)
     settings = load_eval(load_params())
     paths = EvalPaths(adapter=args.adapter, student=args.student, tiny_models=args.base_models,
-                      predictions=args.predictions_dir, exports=args.exports)
+                      predictions=args.predictions_dir, exports=args.exports, judge_calls=args.judge_calls)
+    args.judge_calls.parent.mkdir(parents=True, exist_ok=True)
+    args.judge_calls.touch()  # a declared output, empty until a judge is set
     metrics, review = evaluate(list(read_jsonl(args.test)), settings, paths, list(read_jsonl(args.split_test)))
     # timings differ run to run: kept out of the compared metrics
     write_json(args.cost, {name: metrics[name].pop("cost") for name in systems(metrics) if "cost" in metrics[name]})

@@ -5,12 +5,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 
 import pytest
 from family_models import build_family_model
 from helpers import distill_params, where
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from koraft.core.config import load_params
 from koraft.core.errors import KoraftError, ParamError
 from koraft.evaluation.config import load_eval
 from koraft.evaluation.evaluate import evaluate
@@ -26,6 +28,14 @@ from koraft.training.distill import build_teacher_cache, distill
 pytestmark = [pytest.mark.slow]
 
 
+def judge_section(params: dict, url: str) -> dict:
+    """The shipped eval.judge section, pointed at `url`."""
+    return {**params["eval"]["judge"], "endpoint": {"base_url": url, "model": "judge"}}
+
+
+JUDGE = judge_section(load_params(), "http://127.0.0.1:8000/v1")
+
+
 def eval_params(params: dict, **changes) -> dict:
     result = copy.deepcopy(params)
     result["model"]["preset"] = "tiny-m"  # the tests' teacher and student (the shipped params name Gemma 3's)
@@ -34,6 +44,7 @@ def eval_params(params: dict, **changes) -> dict:
     result["eval"]["variants"]["served"] = False  # tests/test_export.py serves the exported model
     result["eval"]["conditions"]["retrieved"] = False  # tests/test_conditions.py runs the test conditions
     result["eval"]["conditions"]["closed_book"] = False
+    result["eval"]["perplexity"]["variants"] = []  # test_held_out_perplexity_... switches it on
     for key, value in changes.items():
         result["eval"][key] = value
     return result
@@ -278,6 +289,16 @@ def test_a_predictions_file_with_many_bad_lines_reports_the_first_twenty_at_once
      r"eval.endpoints\[0\].api_key_env: names KORAFT_TEST_UNSET_KEY, which is not set in this environment"),
     ({"variants": {"finetuned": True, "served": True}, "served": {"gguf": [], "compare_to": "finetuned",
                                                                   "threads": 2}}, r"eval.served.gguf: a list of"),
+    ({"perplexity": {"variants": ["base"], "sources": ["wikipedia"], "max_tokens": 64}},
+     r"eval.perplexity.sources: a list of distinct text sources \(general, test_documents\)"),
+    ({"perplexity": {"variants": ["served"], "sources": ["general"], "max_tokens": 64}},
+     r"eval.perplexity.variants: a list of distinct model variants"),
+    ({"judge": {**JUDGE, "single_prompt": "{question} {answer}"}},
+     r"eval.judge.single_prompt: must use exactly the placeholders \{question\}, \{reference\}, \{answer\}, got "),
+    ({"judge": {**JUDGE, "pairs": [["base", "gpt4"]]}}, r"eval.judge.pairs: a list of \[before, after\] pairs"),
+    ({"judge": {**JUDGE, "endpoint": {"base_url": "http://127.0.0.1:8000/v1", "model": "j",
+                                      "api_key_env": "KORAFT_TEST_UNSET_KEY"}}},
+     r"eval.judge.endpoint.api_key_env: names KORAFT_TEST_UNSET_KEY, which is not set"),
 ])
 def test_bad_eval_params_are_one_line(change, message, params, raft_rows, tmp_path):
     with pytest.raises(ParamError, match=message):
@@ -306,3 +327,59 @@ def test_tiny_tokenizer_round_trips_generated_korean(tiny_models):
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     assert tokenizer.decode(ids, skip_special_tokens=True) == text
     assert stop_token_ids(model, tokenizer, FAMILIES["tiny"]) == [tokenizer.convert_tokens_to_ids("<|end|>")]
+
+
+@pytest.mark.slow
+def test_held_out_perplexity_is_scored_per_variant_and_compared(params, raft_rows, split_records, eval_paths):
+    from koraft.evaluation.perplexity import held_out_texts
+
+    settings = eval_params(params, perplexity={"variants": ["base", "finetuned"],
+                                               "sources": ["general", "test_documents"], "max_tokens": 48})
+    settings["eval"]["variants"] = {"base": True, "finetuned": True}
+    metrics, _ = evaluate(raft_rows["test"][:4], load_eval(settings), eval_paths, split_records["test"])
+    texts = held_out_texts(split_records["test"], ("general", "test_documents"))
+    for source in ("general", "test_documents"):
+        block = metrics["perplexity"][source]
+        assert block["texts"] == len(texts[source]) > 0
+        for name in ("base", "finetuned"):
+            assert block[name]["perplexity"] == pytest.approx(math.exp(block[name]["loss"]), rel=1e-3)
+            assert block[name]["tokens"] > block["texts"]  # every text has tokens after its <bos>
+        comparison = block["finetuned_vs_base"]
+        assert comparison["loss"]["low"] <= comparison["loss"]["delta"] <= comparison["loss"]["high"]
+        assert comparison["rose"] == (comparison["loss"]["low"] > 0)
+    assert metrics["perplexity"]["max_tokens"] == 48
+    assert "student_base" not in metrics["perplexity"]["general"]  # not listed: not scored
+    with pytest.raises(KoraftError, match="test_documents source needs the test split"):
+        evaluate(raft_rows["test"][:4], load_eval(settings), eval_paths)
+
+
+@pytest.mark.slow
+def test_the_judge_grades_the_evaluated_answers_through_a_cached_endpoint(params, raft_rows, eval_paths, tmp_path):
+    from teacher_server import TeacherServer
+
+    def strict_judge(user: str) -> str:  # 9 for an answer that holds the reference, 2 otherwise; prefers A
+        reference = user.split("정답: ", 1)[1].split("\n", 1)[0]
+        if "답변 A: " in user:
+            return "둘 다 비슷합니다. [[A]]"
+        answer = user.split("평가할 답변: ", 1)[1].split("\n\n", 1)[0]
+        return f"평가: ... [[{9 if reference in answer else 2}]]"
+
+    rows = raft_rows["test"][:6]
+    with TeacherServer(reply=strict_judge) as server:
+        settings = eval_params(params, judge={**judge_section(params, server.url), "questions": 4})
+        settings["eval"]["variants"] = {"base": True, "finetuned": True}
+        paths = dataclasses.replace(eval_paths, judge_calls=tmp_path / "calls.jsonl")
+        metrics, review = evaluate(rows, load_eval(settings), paths)
+        asked = server.requests
+        again, _ = evaluate(rows, load_eval(settings), paths)
+        assert server.requests == asked  # every call came from the cache
+    judged = metrics["judge"]
+    assert again["judge"] == judged and judged["questions"] == 4
+    for name in ("base", "finetuned"):
+        single = judged["single"][name]
+        assert single["scored"] + single["failed"] + single["unparsed"] == 4
+        assert set(single) >= {"mean_score", "empty", "not_korean"}
+    # The scripted judge always says A: both orders disagree, so every pair is a tie and never consistent.
+    pair = judged["pairwise"]["finetuned_vs_base"]
+    assert pair["ties"] == 1.0 and pair["position_consistency"] == 0.0 and pair["judged"] == 4
+    assert sum("judge" in row for row in review) == 4

@@ -172,6 +172,7 @@ def test_served_variant_is_scored_with_its_parity(exported, params, raft_rows, t
     settings["model"]["preset"] = "tiny-s"  # the exported adapter's base
     settings["eval"]["variants"] = {"finetuned": True, "served": True}
     settings["eval"]["conditions"].update({"retrieved": False, "closed_book": False})  # tests/test_conditions.py
+    settings["eval"]["perplexity"]["variants"] = []  # tests/test_evaluate.py scores it
     settings["eval"]["served"]["gguf"] = ["f32", "q4_0"]
     settings["eval"]["bootstrap"]["resamples"] = 200
     rows = raft_rows["test"][:8]

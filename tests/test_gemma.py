@@ -152,6 +152,7 @@ def test_served_gguf_answers_as_transformers_does(exported, gemma, params, raft_
     settings["model"]["preset"] = "gemma-3-270m"
     settings["eval"]["variants"] = {"finetuned": True, "served": True}
     settings["eval"]["conditions"].update({"retrieved": False, "closed_book": False})  # tests/test_conditions.py
+    settings["eval"]["perplexity"]["variants"] = []  # tests/test_evaluate.py scores it
     settings["eval"]["served"]["gguf"] = ["f16"]  # the unquantized file: parity is exact but for kernels
     settings["eval"]["max_new_tokens"] = 16
     settings["eval"]["bootstrap"]["resamples"] = 200

@@ -18,6 +18,7 @@ class EvalPaths:
     tiny_models: Path  # the base stage's output
     predictions: Path  # the folder eval.predictions_file must lie in
     exports: Path | None = None  # the export stage's output, for the served variant
+    judge_calls: Path | None = None  # the judge's call cache (kept between runs)
 
 
 @dataclass
@@ -36,3 +37,4 @@ class SystemOutput:
     compare_to: str | None = None  # the variant an endpoint's parity is measured against
     long_targets: int | None = None  # test targets longer than max_new_tokens: they cannot be generated whole
     conditions: dict[str, SystemOutput] = field(default_factory=dict)  # test condition -> its answers
+    perplexity: dict[str, Any] = field(default_factory=dict)  # held-out text source -> its TokenLosses

@@ -8,6 +8,7 @@ part in, and answers greedily (koraft.inference.decoding).
 from __future__ import annotations
 
 import gc
+import time
 from pathlib import Path
 
 from koraft.core.errors import KoraftError
@@ -44,8 +45,10 @@ def load_variant(name: str, settings: EvalSettings, paths: EvalPaths):
 
 
 def run_variant(name: str, rows: list[dict], settings: EvalSettings, paths: EvalPaths,
-                conditions: dict[str, list[dict]] | None = None) -> SystemOutput:
-    """The variant's answers to the test rows and, in `.conditions`, to each test condition's rows.
+                conditions: dict[str, list[dict]] | None = None,
+                held_out: dict[str, list[str]] | None = None) -> SystemOutput:
+    """The variant's answers to the test rows, in `.conditions` to each test condition's rows, and in
+    `.perplexity` its token losses on each source of held-out text (koraft.evaluation.perplexity).
 
     Each condition generates on its own, after the test rows: batches mix no conditions, so the test
     rows' answers are the same whether conditions run or not."""
@@ -74,6 +77,13 @@ def run_variant(name: str, rows: list[dict], settings: EvalSettings, paths: Eval
     for condition, condition_rows in (conditions or {}).items():
         output.conditions[condition] = answer(model, tokenizer, encoder, condition_rows, stops, settings)
         output.cost.setdefault("conditions_seconds", {})[condition] = round(output.conditions[condition].seconds, 2)
+    if held_out:
+        from koraft.evaluation.perplexity import token_losses
+
+        started = time.perf_counter()
+        output.perplexity = {source: token_losses(model, tokenizer, texts, settings.perplexity.max_tokens)
+                             for source, texts in held_out.items()}
+        output.cost["perplexity_seconds"] = round(time.perf_counter() - started, 2)
     del model
     gc.collect()
     return output

@@ -20,10 +20,9 @@ from typing import Any
 from koraft.core.errors import KoraftError
 from koraft.core.hashing import folder_sha256
 from koraft.generation.call_cache import Reply
-from koraft.inference.endpoints import Endpoint, check_reachable, client_for, complete
+from koraft.inference.endpoints import REFUSED, Endpoint, check_reachable, client_for, complete
 
 Call = tuple[str, list[dict[str, str]]]  # (cache key, messages)
-REFUSED = (400, 413, 422)  # the request itself is unacceptable (too long, filtered): asking again gives the same
 
 
 def teacher_identity(teacher: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any
 
 from koraft.core.errors import KoraftError, ParamError
 
+REFUSED = (400, 413, 422)  # the request itself is unacceptable (too long, filtered): asking again gives the same
 NO_KEY = "no-key"  # sent when no api_key_env is named: never the caller's OPENAI_API_KEY
 GIVE_UP_AFTER = 8  # this many failed requests before any success: the endpoint is not answering
 
@@ -43,6 +44,7 @@ class EndpointAnswers:
     stopped: dict[str, bool]
     new_tokens: dict[str, int]
     failures: dict[str, str] = field(default_factory=dict)  # record id -> why no answer came
+    refused: dict[str, str] = field(default_factory=dict)  # record id -> the REFUSED status: an answer, not an outage
     seconds: float = 0.0
 
 
@@ -145,6 +147,8 @@ def ask(client, endpoint: Endpoint, messages: list[dict[str, str]], max_tokens: 
 def answer_all(endpoint: Endpoint, messages: dict[str, list[dict[str, str]]], max_tokens: int,
                requests: dict[str, Any]) -> EndpointAnswers:
     """Every record's answer from the endpoint; failures are counted, never silently dropped."""
+    import openai
+
     probe = client_for(endpoint, requests)
     check_reachable(probe, endpoint)
     probe.close()
@@ -179,10 +183,15 @@ def answer_all(endpoint: Endpoint, messages: dict[str, list[dict[str, str]]], ma
                 try:
                     text, stopped, tokens = future.result()
                 except Exception as exc:  # noqa: BLE001 - any failure of one request is that record's failure
+                    if isinstance(exc, openai.APIStatusError) and exc.status_code in REFUSED:
+                        result.failures[record_id] = result.refused[record_id] = \
+                            f"HTTP {exc.status_code}: {str(exc)[:200]}"
+                        continue
                     result.failures[record_id] = (f"no whole answer within {limit:g} s (eval.requests.timeout_s x "
                                                   f"(retries + 1))" if record_id in timed_out
                                                   else f"{type(exc).__name__}: {str(exc)[:200]}")
-                    if not result.outputs and len(result.failures) >= min(GIVE_UP_AFTER, len(messages)):
+                    if not (result.outputs or result.refused) and len(result.failures) >= min(GIVE_UP_AFTER,
+                                                                                               len(messages)):
                         raise KoraftError(f"endpoint {endpoint.name}: the first {len(result.failures)} requests "
                                           f"failed, e.g. {result.failures[record_id]}") from None
                     continue
