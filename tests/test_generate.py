@@ -14,14 +14,15 @@ from helpers import make_project, run, set_param
 from teacher_server import QUESTION, TeacherServer
 
 from koraft.core.errors import KoraftError, ParamError
+from koraft.core.hangul import hangul_share
 from koraft.data.readers import InputSpec
-from koraft.generation.call_cache import CallCache, Reply
 from koraft.generation.chunking import chunk_document, sentences
 from koraft.generation.config import GenerateSettings, load_generate
 from koraft.generation.documents import OLE_MAGIC, Document, Passage, find_documents, read_document
 from koraft.generation.generate import generate_to_files
-from koraft.generation.replies import hangul_share, judge_answer, parse_questions
+from koraft.generation.replies import judge_answer, parse_questions
 from koraft.generation.teachers import TeacherStopped
+from koraft.inference.call_cache import CallCache, Reply
 
 FACTS = ["한결시는 강원도 동쪽에 있는 도시이다.", "한결시의 인구는 약 12만 명이다.",
          "한결시는 1962년에 시로 승격되었다.", "시청은 중앙로 15번지에 있다.", "한결 도서관은 오전 9시에 문을 연다.",
@@ -161,7 +162,7 @@ def test_questions_and_answers_are_read_and_judged_with_named_reasons(params):
     chunk = " ".join(FACTS)
     listed = "다음은 질문입니다:\n1. 한결시는 어디에 있나요?\n2) 인구는 몇 명인가요?\n- 시청은 어디에 있나요?"
     assert parse_questions(listed, 2) == ["한결시는 어디에 있나요?", "인구는 몇 명인가요?"]
-    assert hangul_share("KTX는 빠르다") == pytest.approx(4 / 7)
+    assert hangul_share("KTX는 빠르다") == pytest.approx(4 / 7) and hangul_share("1470") is None
     good = "##begin_quote## “한결시의 인구는 약 12만 명이다.” ##end_quote## 이므로\n<ANSWER>: 약 12만 명"
     assert judge_answer(good, chunk, filters) == (
         "##begin_quote## 한결시의 인구는 약 12만 명이다. ##end_quote## 이므로", "약 12만 명", "kept")

@@ -8,9 +8,9 @@ import pytest
 from teacher_server import TeacherServer
 
 from koraft.core.config import load_params
+from koraft.core.hangul import hangul_share
 from koraft.evaluation.judge import (
     JudgeSettings,
-    hangul_share,
     judge,
     pair_outcome,
     parse_score,

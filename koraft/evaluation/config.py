@@ -17,7 +17,7 @@ from koraft.core.errors import ParamError
 from koraft.data.config import BM25Settings, RaftSettings, load_raft
 from koraft.evaluation.conditions import ConditionSettings
 from koraft.evaluation.embeddings import LOCAL, PACKAGED
-from koraft.evaluation.judge import PLACEHOLDERS, JudgeSettings
+from koraft.evaluation.judge import check_judge
 from koraft.evaluation.labels import SERVED, VARIANTS
 from koraft.evaluation.perplexity import SOURCES, PerplexitySettings
 from koraft.evaluation.retrieval import RETRIEVERS, RetrievalSettings
@@ -28,8 +28,6 @@ from koraft.models.presets import is_local, resolve_model
 KEYS = {"variants", "max_new_tokens", "batch_size", "bertscore", "cosine", "bootstrap", "predictions_file", "served",
         "endpoints", "requests", "conditions", "retrieval", "perplexity", "judge"}
 CONDITION_KEYS = {"variants", "retrieved", "closed_book", "questions", "closed_book_instruction"}
-JUDGE_KEYS = {"endpoint", "systems", "pairs", "questions", "max_tokens", "min_hangul_share", "system_prompt",
-              "single_prompt", "pairwise_prompt"}
 PERPLEXITY_KEYS = {"variants", "sources", "max_tokens"}
 RETRIEVAL_KEYS = {"retriever", "k", "folder", "endpoint", "batch_size"}
 SERVED_KEYS = {"gguf", "compare_to", "threads"}
@@ -59,7 +57,7 @@ class EvalSettings:
     conditions: ConditionSettings | None = None  # the retrieved and closed-book test conditions, when any is on
     abstain_answer: str | None = None  # raft.abstain_answer where raft.omitted_golden_target is abstain
     perplexity: PerplexitySettings | None = None  # held-out perplexity, when a variant it lists is switched on
-    judge: JudgeSettings | None = None  # the LLM judge, when eval.judge.endpoint is set
+    judge: Any = None  # the LLM judge's JudgeSettings, when eval.judge.endpoint is set
 
 
 def load_eval(params: dict[str, Any]) -> EvalSettings:
@@ -132,63 +130,6 @@ def load_eval(params: dict[str, Any]) -> EvalSettings:
         perplexity=check_perplexity(settings, enabled) if predictions is None else None,
         judge=check_judge(settings, (*enabled, *served_names, *(endpoint.name for endpoint in endpoints)))
         if predictions is None else None)
-
-
-def check_judge(settings: dict[str, Any], evaluated: tuple[str, ...]) -> JudgeSettings | None:
-    """eval.judge; None while its endpoint is null (the default: a judge is a model koraft cannot ship)."""
-    judge = section(settings, "judge", "eval.")
-    reject_unknown_keys(judge, JUDGE_KEYS, "eval.judge")
-    entry = judge.get("endpoint")
-    if entry is None:
-        return None
-    if not isinstance(entry, dict):
-        raise ParamError("eval.judge.endpoint", f"must be null or a mapping with base_url and model, got {entry!r}")
-    reject_unknown_keys(entry, {"base_url", "model", "api_key_env"}, "eval.judge.endpoint")
-    check_text(entry, "model", "eval.judge.endpoint")
-    base_url = check_base_url(str(entry.get("base_url")), "eval.judge.endpoint.base_url")
-    check_key_env(entry.get("api_key_env"), "eval.judge.endpoint.api_key_env")
-    if entry.get("api_key_env") and not os.environ.get(entry["api_key_env"]):
-        raise ParamError("eval.judge.endpoint.api_key_env", f"names {entry['api_key_env']}, which is not set in "
-                                                            f"this environment: export it before the run")
-    systems, pairs = judge.get("systems"), judge.get("pairs")
-    if not isinstance(systems, list) or len(set(systems)) != len(systems) or any(
-            name not in evaluated for name in systems):
-        raise ParamError("eval.judge.systems", f"a list of distinct evaluated systems ({', '.join(evaluated)}), "
-                                               f"got {systems!r}")
-    if not isinstance(pairs, list) or any(
-            not isinstance(pair, list) or len(pair) != 2 or pair[0] == pair[1] or any(n not in evaluated for n in pair)
-            for pair in pairs):
-        raise ParamError("eval.judge.pairs", f"a list of [before, after] pairs of evaluated systems "
-                                             f"({', '.join(evaluated)}), got {pairs!r}")
-    if judge.get("questions") is not None:
-        check_number(judge, "questions", "eval.judge", 1, 10**7, integer=True)
-    check_number(judge, "max_tokens", "eval.judge", 1, 32768, integer=True)
-    check_number(judge, "min_hangul_share", "eval.judge", 0.0, 1.0)
-    if not isinstance(judge.get("system_prompt"), str):
-        raise ParamError("eval.judge.system_prompt", f"must be a string ('' for none), got "
-                                                     f"{judge.get('system_prompt')!r}")
-    for key, names in PLACEHOLDERS.items():
-        check_text(judge, key, "eval.judge")
-        check_template(judge[key], names, f"eval.judge.{key}")
-    return JudgeSettings(
-        endpoint=Endpoint("judge", base_url, entry["model"], entry.get("api_key_env")), systems=tuple(systems),
-        pairs=tuple(tuple(pair) for pair in pairs), questions=judge.get("questions"),
-        max_tokens=judge["max_tokens"], min_hangul_share=float(judge["min_hangul_share"]),
-        system_prompt=judge["system_prompt"], single_prompt=judge["single_prompt"],
-        pairwise_prompt=judge["pairwise_prompt"])
-
-
-def check_template(template: str, names: tuple[str, ...], key: str) -> None:
-    """A prompt's {placeholders} are exactly `names`: a typo would otherwise fail on the first record."""
-    import string
-
-    try:
-        found = {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
-    except ValueError as exc:
-        raise ParamError(key, f"is not a valid template ({exc}); write a literal brace as {{{{ or }}}}") from None
-    if found != set(names):
-        raise ParamError(key, f"must use exactly the placeholders {', '.join('{' + n + '}' for n in names)}, "
-                              f"got {', '.join('{' + n + '}' for n in sorted(found)) or 'none'}")
 
 
 def check_perplexity(settings: dict[str, Any], enabled: tuple[str, ...]) -> PerplexitySettings | None:

@@ -8,7 +8,7 @@ Two protocols, as MT-Bench defines them and KoMT-Bench (LG AI Research) carries 
   pair is asked in both orders to cancel position bias; when the two verdicts disagree the record is a
   tie, and the share that agree is the judge's position-swap consistency.
 A reply with no verdict, or one the endpoint refused, is counted, never scored. Every call is kept in the
-same content-hashed call cache as the generate stage's teacher (koraft.generation.call_cache), so a rerun
+same content-hashed call cache as the generate stage's teacher (koraft.inference.call_cache), so a rerun
 pays for new prompts only; requests run bounded, with the endpoints' retries and timeouts (eval.requests).
 Agreement with the lexical metrics is reported: the Spearman correlation of the scores with F1, and how
 often a pairwise winner is the one with the higher F1.
@@ -16,16 +16,22 @@ often a pairwise winner is the one with the higher F1.
 
 from __future__ import annotations
 
+import os
 import re
+import string
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from koraft.core.errors import KoraftError
-from koraft.inference.endpoints import Endpoint
+from koraft.core.config import check_number, check_text, reject_unknown_keys, section
+from koraft.core.errors import KoraftError, ParamError
+from koraft.core.hangul import hangul_share
+from koraft.inference.endpoints import Endpoint, check_base_url, check_key_env
 
+KEYS = {"endpoint", "systems", "pairs", "questions", "max_tokens", "min_hangul_share", "system_prompt",
+        "single_prompt", "pairwise_prompt"}
 PLACEHOLDERS = {"single_prompt": ("question", "reference", "answer"),
                 "pairwise_prompt": ("question", "reference", "answer_a", "answer_b")}
 SCORE = re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*(?:/\s*10\s*)?\]\]")
@@ -45,10 +51,59 @@ class JudgeSettings:
     pairwise_prompt: str
 
 
-def hangul_share(text: str) -> float | None:
-    """Hangul syllables among the letters of `text`; None when it has no letters (a number, say)."""
-    letters = [ch for ch in text if ch.isalpha()]
-    return sum("가" <= ch <= "힣" for ch in letters) / len(letters) if letters else None
+def check_judge(settings: dict[str, Any], evaluated: tuple[str, ...]) -> JudgeSettings | None:
+    """eval.judge; None while its endpoint is null (the default: a judge is a model koraft cannot ship)."""
+    judge = section(settings, "judge", "eval.")
+    reject_unknown_keys(judge, KEYS, "eval.judge")
+    entry = judge.get("endpoint")
+    if entry is None:
+        return None
+    if not isinstance(entry, dict):
+        raise ParamError("eval.judge.endpoint", f"must be null or a mapping with base_url and model, got {entry!r}")
+    reject_unknown_keys(entry, {"base_url", "model", "api_key_env"}, "eval.judge.endpoint")
+    check_text(entry, "model", "eval.judge.endpoint")
+    base_url = check_base_url(str(entry.get("base_url")), "eval.judge.endpoint.base_url")
+    check_key_env(entry.get("api_key_env"), "eval.judge.endpoint.api_key_env")
+    if entry.get("api_key_env") and not os.environ.get(entry["api_key_env"]):
+        raise ParamError("eval.judge.endpoint.api_key_env", f"names {entry['api_key_env']}, which is not set in "
+                                                            f"this environment: export it before the run")
+    systems, pairs = judge.get("systems"), judge.get("pairs")
+    if not isinstance(systems, list) or len(set(systems)) != len(systems) or any(
+            name not in evaluated for name in systems):
+        raise ParamError("eval.judge.systems", f"a list of distinct evaluated systems ({', '.join(evaluated)}), "
+                                               f"got {systems!r}")
+    if not isinstance(pairs, list) or any(
+            not isinstance(pair, list) or len(pair) != 2 or pair[0] == pair[1] or any(n not in evaluated for n in pair)
+            for pair in pairs):
+        raise ParamError("eval.judge.pairs", f"a list of [before, after] pairs of evaluated systems "
+                                             f"({', '.join(evaluated)}), got {pairs!r}")
+    if judge.get("questions") is not None:
+        check_number(judge, "questions", "eval.judge", 1, 10**7, integer=True)
+    check_number(judge, "max_tokens", "eval.judge", 1, 32768, integer=True)
+    check_number(judge, "min_hangul_share", "eval.judge", 0.0, 1.0)
+    if not isinstance(judge.get("system_prompt"), str):
+        raise ParamError("eval.judge.system_prompt", f"must be a string ('' for none), got "
+                                                     f"{judge.get('system_prompt')!r}")
+    for key, names in PLACEHOLDERS.items():
+        check_text(judge, key, "eval.judge")
+        check_template(judge[key], names, f"eval.judge.{key}")
+    return JudgeSettings(
+        endpoint=Endpoint("judge", base_url, entry["model"], entry.get("api_key_env")), systems=tuple(systems),
+        pairs=tuple(tuple(pair) for pair in pairs), questions=judge.get("questions"),
+        max_tokens=judge["max_tokens"], min_hangul_share=float(judge["min_hangul_share"]),
+        system_prompt=judge["system_prompt"], single_prompt=judge["single_prompt"],
+        pairwise_prompt=judge["pairwise_prompt"])
+
+
+def check_template(template: str, names: tuple[str, ...], key: str) -> None:
+    """A prompt's {placeholders} are exactly `names`: a typo would otherwise fail on the first record."""
+    try:
+        found = {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
+    except ValueError as exc:
+        raise ParamError(key, f"is not a valid template ({exc}); write a literal brace as {{{{ or }}}}") from None
+    if found != set(names):
+        raise ParamError(key, f"must use exactly the placeholders {', '.join('{' + n + '}' for n in names)}, "
+                              f"got {', '.join('{' + n + '}' for n in sorted(found)) or 'none'}")
 
 
 def parse_score(reply: str) -> float | None:
@@ -84,7 +139,7 @@ def sample_records(ids: list[str], questions: int | None, seed: int) -> list[int
 def ask_judge(prompts: dict[str, list[dict[str, str]]], settings: JudgeSettings, requests: dict[str, Any],
               cache_path: Path) -> tuple[dict[str, str], dict[str, str]]:
     """(call key -> reply, call key -> failure) for every prompt: cached replies first, the rest asked."""
-    from koraft.generation.call_cache import CallCache, Reply, call_key
+    from koraft.inference.call_cache import CallCache, Reply, call_key
     from koraft.inference.endpoints import answer_all
 
     identity = {"backend": "judge", "base_url": settings.endpoint.base_url, "model": settings.endpoint.model}

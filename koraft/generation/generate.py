@@ -5,7 +5,7 @@ questions, then one per surviving question for a chain of thought that quotes th
 in `<ANSWER>: ...`. Questions are judged before any answer is paid for. Every requested item (each
 chunk has questions_per_chunk of them) is either written as a record or written to the rejects
 file with its reason, and the counts add up; a file that cannot be read is a reject of its own.
-Replies come from the call cache when they can (koraft.generation.call_cache).
+Replies come from the call cache when they can (koraft.inference.call_cache).
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from koraft.core.errors import ParamError
 from koraft.core.jsonl import jsonl_line
 from koraft.data.neardup import DocumentGrouper
 from koraft.data.outputs import written_whole
-from koraft.generation.call_cache import CallCache, Reply, call_key
 from koraft.generation.chunking import Chunk, chunk_document
 from koraft.generation.config import GenerateSettings
 from koraft.generation.documents import DocumentReject, find_documents, read_document
 from koraft.generation.replies import judge_answer, parse_questions, question_problem
 from koraft.generation.teachers import Call, ask_teacher, teacher_identity
+from koraft.inference.call_cache import CallCache, Reply, call_key
 
 _OUTPUT_PREVIEW = 300  # characters of a rejected reply kept in the rejects file
 

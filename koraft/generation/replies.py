@@ -9,18 +9,11 @@ import re
 from typing import Any
 
 from koraft.core.formats import ANSWER_MARKER, quotes
+from koraft.core.hangul import hangul_share
 from koraft.data.quotes import check_quotes, locate
 
 # Leading list marks a teacher puts before each question: "1.", "2)", "-", "Q3:", "질문 1:".
 _NUMBERING = re.compile(r"^\s*(?:[-*\u2022\u00b7]|\(?\d{1,3}[.)]|Q\d*\s*[:.)]|질문\s*\d*\s*[:.)])\s*")
-
-
-def hangul_share(text: str) -> float:
-    """Hangul syllables and jamo among the letters of `text` (digits, marks and spaces do not count)."""
-    letters = [char for char in text if char.isalpha()]
-    hangul = sum("\uac00" <= char <= "\ud7a3" or "\u1100" <= char <= "\u11ff" or "\u3130" <= char <= "\u318f"
-                 for char in letters)
-    return hangul / len(letters) if letters else 0.0
 
 
 def parse_questions(text: str, count: int) -> list[str]:
@@ -37,7 +30,7 @@ def question_problem(question: str, filters: dict[str, Any]) -> tuple[str, str] 
         return "question_too_short", f"{len(question)} characters, below {low}"
     if len(question) > high:
         return "question_too_long", f"{len(question)} characters, above {high}"
-    share = hangul_share(question)
+    share = hangul_share(question) or 0.0  # no letters at all: not Korean
     if share < filters["min_hangul_share"]:
         return "question_not_korean", f"Hangul share {share:.2f}, below {filters['min_hangul_share']}"
     return None
@@ -64,7 +57,7 @@ def judge_answer(text: str, chunk: str, filters: dict[str, Any]) -> tuple[str, s
         if span is None:
             return "answer_not_in_chunk", f"{answer[:80]!r} is not a span of the chunk"
         answer = span
-    share = hangul_share(cot.replace("##begin_quote##", " ").replace("##end_quote##", " "))
+    share = hangul_share(cot.replace("##begin_quote##", " ").replace("##end_quote##", " ")) or 0.0
     if share < filters["min_hangul_share"]:
         return "cot_not_korean", f"Hangul share {share:.2f}, below {filters['min_hangul_share']}"
     return checked.cot, answer, "kept"

@@ -19,7 +19,7 @@ from typing import Any
 
 from koraft.core.errors import KoraftError
 from koraft.core.hashing import folder_sha256
-from koraft.generation.call_cache import Reply
+from koraft.inference.call_cache import Reply
 from koraft.inference.endpoints import REFUSED, Endpoint, check_reachable, client_for, complete
 
 Call = tuple[str, list[dict[str, str]]]  # (cache key, messages)
