@@ -199,3 +199,43 @@ def test_the_base_stage_stops_with_one_line_when_the_package_is_missing_or_damag
     lines = [line for line in done.stderr.splitlines() if line.startswith("base: error:")]
     assert len(lines) == 1 and expected in lines[0] and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert not (tmp_path / "base").exists() and not (tmp_path / "base.partial").exists()
+
+
+@pytest.mark.slow
+def test_the_default_bertscore_reads_korean_on_layer_12_of_the_packaged_gemma(gemma):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from koraft.evaluation.embeddings import (
+        AUTO_BERTSCORE,
+        AUTO_BERTSCORE_LAYERS,
+        PACKAGED,
+        BertScore,
+        for_family,
+        resolve_encoder,
+    )
+
+    folder = str(gemma / "gemma-3-270m")
+    encoder = resolve_encoder("auto", PACKAGED, AUTO_BERTSCORE, "eval.bertscore", model_folder=folder)
+    scorer = BertScore(encoder, for_family(AUTO_BERTSCORE_LAYERS, PACKAGED), batch_size=8)
+    report = scorer.report()
+    assert report["num_layers"] == 12 and report["represents_hangul"] and "warning" not in report
+    assert report["korean_pairs_auc"] >= 0.8  # all-MiniLM-L6-v2: 0.66 (tests/test_encoders.py)
+    # By hand: greedy matching of layer 12's states (after the final norm, as bert-score reads them) of
+    # <bos> text <eos>, where <bos> and <eos> weigh 0 (BERT's [CLS] and [SEP]) but stay candidates for the max.
+    tokenizer, model = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
+    model.layers = model.layers[:12]
+
+    def states(text: str) -> torch.Tensor:
+        ids = [tokenizer.bos_token_id, *tokenizer.encode(text, add_special_tokens=False), tokenizer.eos_token_id]
+        with torch.no_grad():
+            hidden = model(input_ids=torch.tensor([ids])).last_hidden_state[0]
+        return torch.nn.functional.normalize(hidden, dim=-1)
+
+    candidates, references = ["서울에서 만나요", "경기도"], ["부산에서 만나자", "경기도"]
+    got = scorer.score(candidates, references)["bertscore_f1"]
+    similarity = states(candidates[0]) @ states(references[0]).T
+    precision = similarity[1:-1].max(dim=1).values.mean()
+    recall = similarity[:, 1:-1].max(dim=0).values.mean()
+    assert got[0] == pytest.approx(float(2 * precision * recall / (precision + recall)), abs=1e-4)
+    assert got[1] == pytest.approx(1.0, abs=1e-5)  # one token: bert-score no longer takes it for an empty text

