@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # The base stage's pretraining, shortened to seconds: tests need the code path, not a capable model.
 QUICK_PRETRAINING = PretrainSpec(documents=160, epochs=1.0, block_size=256, batch_size=8, log_every=1000)
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "koraft", "configs", "data/raw", "data/documents",
-                 "data/predictions", ".dvc/config", ".dvcignore"]
+                 "data/predictions", "data/benchmark", ".dvc/config", ".dvcignore"]
 
 
 def set_dotted(params: dict, dotted_key: str, value) -> None:

@@ -9,39 +9,18 @@ from __future__ import annotations
 
 import gc
 import time
-from pathlib import Path
 
-from koraft.core.errors import KoraftError
 from koraft.evaluation.config import EvalSettings
+from koraft.evaluation.loading import load_named_variant
 from koraft.evaluation.systems import EvalPaths, SystemOutput
 from koraft.models.samples import SampleTokenizer, build_prompts
 
 
-def trained_folder(name: str, paths: EvalPaths) -> tuple[Path, str] | None:
-    """The folder a trained variant loads, and the stage that writes it."""
-    return {"finetuned": (paths.adapter, "train"), "distilled": (paths.student, "distill")}.get(name)
-
-
 def load_variant(name: str, settings: EvalSettings, paths: EvalPaths):
     """(model, tokenizer, resolved model, system prompt, folder with trained weights or None)."""
-    from koraft.models.loading import load_model, load_tokenizer
-    from koraft.models.manifest import MANIFEST
-    from koraft.models.presets import ensure_available, resolve_model
-    from koraft.models.trained import load_trained, load_trained_tokenizer, trained_model_info
-
-    trained = trained_folder(name, paths)
-    if trained is None:
-        key = "model" if name == "base" else "distill.student"
-        resolved = resolve_model(settings.model if name == "base" else settings.student, paths.tiny_models, key=key)
-        ensure_available(resolved, key=key)
-        return load_model(resolved, key=key).eval(), load_tokenizer(resolved), resolved, settings.system_prompt, None
-    folder, stage = trained
-    if not (folder / MANIFEST).exists():
-        raise KoraftError(f"eval.variants.{name}: {folder} has no trained model; run `dvc repro {stage}` first, "
-                          f"or set eval.variants.{name}: false")
-    manifest, resolved = trained_model_info(folder)
-    model = load_trained(folder, key=f"eval.variants.{name}")
-    return model, load_trained_tokenizer(folder, resolved), resolved, manifest["system_prompt"], folder
+    return load_named_variant(name, settings.model, settings.student, settings.system_prompt, paths.tiny_models,
+                              {"finetuned": (paths.adapter, "train"), "distilled": (paths.student, "distill")},
+                              f"eval.variants.{name}", f"set eval.variants.{name}: false")
 
 
 def run_variant(name: str, rows: list[dict], settings: EvalSettings, paths: EvalPaths,
