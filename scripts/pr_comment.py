@@ -20,7 +20,7 @@ from pathlib import Path
 
 from koraft.evaluation.labels import METRIC_LABELS, VARIANTS
 from koraft.publish.noise import change_lines
-from koraft.publish.report import conditions_table, experiment_revisions, read_text
+from koraft.publish.report import conditions_table, experiment_revisions, perplexity_table, read_text
 
 MARKER = "<!-- koraft-metrics -->"
 EVAL = "metrics/eval.json"
@@ -104,7 +104,11 @@ def comment(base: str, head: str | None, plots_url: str | None = None) -> str:
              "(BLEU and chrF 0-100, the rest 0-1; change against the base in brackets):", "", *headline(diff), ""]
     parts += ["Signal or noise, per variant (paired bootstrap against the base's own predictions):", "",
               *noise(base, head), "", *intervals(diff)]
-    conditions = conditions_table(json.loads(read_text(EVAL, commit_of(head)) or "{}"))
+    evaluation = json.loads(read_text(EVAL, commit_of(head)) or "{}")
+    perplexity = perplexity_table(evaluation)
+    if perplexity:
+        parts += ["", "Held-out perplexity (a rise beyond noise is forgetting), this run:", "", *perplexity]
+    conditions = conditions_table(evaluation)
     if conditions:
         parts += ["", "Test conditions (RAFT's protocol: oracle documents, the retriever's top k, none), this run:",
                   "", *conditions]

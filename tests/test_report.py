@@ -137,3 +137,25 @@ def test_hub_upload_needs_the_token_from_the_environment(trained, monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     with pytest.raises(KoraftError, match="set HF_TOKEN in the environment"):
         push(trained, "someone/model", private=True)
+
+
+def test_perplexity_table_marks_a_rise_beyond_noise_only():
+    from koraft.publish.report import perplexity_table
+
+    change = {"loss": {"delta": 0.29, "low": 0.21, "high": 0.37, "share_better": 1.0}, "perplexity_ratio": 1.34,
+              "rose": True}
+    calm = {"loss": {"delta": 0.01, "low": -0.05, "high": 0.06, "share_better": 0.6}, "perplexity_ratio": 1.01,
+            "rose": False}
+    evaluation = {"perplexity": {
+        "general": {"texts": 120, "base": {"loss": 4.12, "perplexity": 61.9, "tokens": 1891},
+                    "finetuned": {"loss": 4.41, "perplexity": 82.6, "tokens": 1891}, "finetuned_vs_base": change},
+        "test_documents": {"texts": 89, "base": {"loss": 3.2, "perplexity": 24.5, "tokens": 6339},
+                           "finetuned": {"loss": 3.21, "perplexity": 24.8, "tokens": 6339},
+                           "finetuned_vs_base": calm},
+        "max_tokens": 256}}
+    lines = perplexity_table(evaluation)
+    assert len(lines) == 2 + 4
+    assert lines[3] == "| general | 120 | finetuned | 82.6 | +0.29 [+0.21, +0.37] **rose beyond noise** |"
+    assert lines[2].endswith("| base | 61.9 | – |")
+    assert lines[5].endswith("+0.01 [-0.05, +0.06] within noise (covers 0) |")
+    assert perplexity_table({}) == []

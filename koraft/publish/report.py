@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from koraft.core.errors import KoraftError
-from koraft.evaluation.labels import METRIC_LABELS, VARIANTS, systems
+from koraft.evaluation.labels import COMPARISONS, METRIC_LABELS, VARIANTS, systems
 from koraft.publish.noise import change_lines
 
 TABLE = {metric: METRIC_LABELS[metric] for metric in ("f1", "exact_match", "rougeL", "rougeL_char", "bleu", "chrf",
@@ -155,6 +155,32 @@ def conditions_table(evaluation: dict[str, Any]) -> list[str]:
             cells.append(f"{change['delta']:+g} [{change['low']:+g}, {change['high']:+g}] {verdict(change)}"
                          if change else "–")
         lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
+    return lines
+
+
+def perplexity_table(evaluation: dict[str, Any]) -> list[str]:
+    """Held-out perplexity per text source and variant, and each comparison's loss change with its interval:
+    a rise beyond noise is marked, as the forgetting it is."""
+    perplexity = evaluation.get("perplexity")
+    if not perplexity:
+        return []
+    lines = ["| held-out text | texts | variant | perplexity | loss change (nats/token) |", "|---|---|---|---|---|"]
+    for source, block in perplexity.items():
+        if not isinstance(block, dict):
+            continue
+        for name, values in block.items():
+            if not isinstance(values, dict) or "perplexity" not in values:
+                continue
+            change = next((block[label] for label, (_, after) in COMPARISONS.items()
+                           if after == name and label in block), None)
+            moved = "–"
+            if change:
+                loss = change["loss"]
+                moved = (f"{loss['delta']:+g} [{loss['low']:+g}, {loss['high']:+g}] "
+                         + ("**rose beyond noise**" if change["rose"] else
+                            "fell" if loss["high"] < 0 else "within noise (covers 0)"))
+            lines.append(f"| {source.replace('_', ' ')} | {block['texts']} | {name} | {values['perplexity']:g} | "
+                         f"{moved} |")
     return lines
 
 
@@ -311,6 +337,9 @@ def write_report(name: str, runs: list[Run], out_dir: Path = Path("reports"), to
         lines += (["### Paired bootstrap intervals", "", *intervals, ""] if intervals else [])
         parity = parity_table(run)
         lines += (["### Parity of the served systems", "", *parity, ""] if parity else [])
+        perplexity = perplexity_table(run.evaluation)
+        lines += (["### Held-out perplexity (did fine-tuning cost general text?)", "", *perplexity, ""]
+                  if perplexity else [])
         conditions = conditions_table(run.evaluation)
         if conditions:
             questions = run.evaluation["conditions"]["questions"]
