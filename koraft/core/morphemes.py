@@ -1,4 +1,5 @@
-"""Kiwi morpheme analysis, shared by BM25 retrieval and the Korean metrics; its sentence splitter, by generate.
+"""Kiwi morpheme analysis, shared by BM25 retrieval and the Korean metrics; its sentence splitter, by generate's
+chunking and the preference pairs.
 
 Korean attaches particles and endings to words (서울에서, 서울은), so whitespace tokens rarely
 match across sentences; Kiwi's morpheme analysis recovers the shared stems (서울 + 에서).
@@ -49,3 +50,13 @@ def kiwi():
 def morpheme_tokenizer(content_only: bool = True) -> MorphemeTokenizer:
     """One tokenizer per process and mode, sharing one Kiwi, however many indexes and scorers use it."""
     return MorphemeTokenizer(content_only)
+
+
+def sentences(text: str) -> list[tuple[str, bool]]:
+    """(sentence, whether it starts a line) by Kiwi, line by line: a line break (a heading, a table row) ends one."""
+    found = []
+    for line in text.split("\n"):
+        if line.strip():
+            split = [sentence.text for sentence in kiwi().split_into_sents(line) if sentence.text.strip()]
+            found += [(sentence, index == 0) for index, sentence in enumerate(split)]
+    return found

@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from koraft.core.morphemes import kiwi
+from koraft.core.morphemes import sentences
 from koraft.generation.documents import Document
 
 
@@ -22,16 +22,6 @@ class Chunk:
     text: str
     source: str  # "manual.pdf p.3-4"
     length: int  # in the chunking unit
-
-
-def sentences(text: str) -> list[tuple[str, bool]]:
-    """(sentence, whether it starts a line) by Kiwi, line by line: a line break (a heading, a table row) ends one."""
-    found = []
-    for line in text.split("\n"):
-        if line.strip():
-            split = [sentence.text for sentence in kiwi().split_into_sents(line) if sentence.text.strip()]
-            found += [(sentence, index == 0) for index, sentence in enumerate(split)]
-    return found
 
 
 def chunk_document(document: Document, size: int, overlap: int, measure: Callable[[str], int]) -> list[Chunk]:
