@@ -18,7 +18,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from koraft.evaluation.labels import METRIC_LABELS, VARIANTS
+from koraft.evaluation.labels import COMPARISONS, METRIC_LABELS, VARIANTS
 from koraft.publish.noise import change_lines
 from koraft.publish.report import conditions_table, experiment_revisions, perplexity_table, read_text
 
@@ -58,7 +58,7 @@ def headline(diff: dict) -> list[str]:
 def intervals(diff: dict) -> list[str]:
     evaluation, lines = diff.get(EVAL, {}), []
     confidence = evaluation.get("scoring.bootstrap.confidence", {}).get("new", 0.95)
-    for label in ("finetuned_vs_base", "distilled_vs_student_base"):
+    for label in COMPARISONS:
         key = f"comparisons.{label}.f1"
         low, high = evaluation.get(f"{key}.low", {}).get("new"), evaluation.get(f"{key}.high", {}).get("new")
         delta = evaluation.get(f"{key}.delta", {}).get("new")

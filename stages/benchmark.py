@@ -10,7 +10,7 @@ from koraft.core.cli import run_stage, stage_paths
 from koraft.core.config import load_params
 from koraft.core.jsonl import write_json
 
-OPTIONS = ("base_models", "adapter", "student", "tasks", "metrics")
+OPTIONS = ("base_models", "adapter", "preferred", "student", "tasks", "metrics")
 
 
 def main() -> None:
@@ -22,8 +22,9 @@ def main() -> None:
         return
     from koraft.benchmark.harness import run_benchmark
 
-    report = run_benchmark(settings, args.base_models, {"finetuned": (args.adapter, "train"),
-                                                        "distilled": (args.student, "distill")}, [args.tasks])
+    trained = {"finetuned": (args.adapter, "train"), "preferred": (args.preferred, "prefer"),
+               "distilled": (args.student, "distill")}
+    report = run_benchmark(settings, args.base_models, trained, [args.tasks])
     write_json(args.metrics, {"enabled": True, **report})
     for task, by_variant in report["tasks"].items():
         values = ", ".join(f"{name} {entry['metric']} {entry['value']}" for name, entry in by_variant.items()

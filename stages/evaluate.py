@@ -16,15 +16,16 @@ from koraft.evaluation.evaluate import evaluate
 from koraft.evaluation.labels import systems, variant_rows
 from koraft.evaluation.systems import EvalPaths
 
-OPTIONS = ("test", "split_test", "base_models", "adapter", "student", "exports", "predictions_dir", "metrics",
-           "predictions", "variants", "conditions", "cost", "judge_calls")
+OPTIONS = ("test", "split_test", "base_models", "adapter", "preferred", "student", "exports", "predictions_dir",
+           "metrics", "predictions", "variants", "conditions", "cost", "judge_calls")
 
 
 def main() -> None:
     args = stage_paths("evaluate", *OPTIONS)
     settings = load_eval(load_params())
     paths = EvalPaths(adapter=args.adapter, student=args.student, tiny_models=args.base_models,
-                      predictions=args.predictions_dir, exports=args.exports, judge_calls=args.judge_calls)
+                      predictions=args.predictions_dir, exports=args.exports, judge_calls=args.judge_calls,
+                      preferred=args.preferred)
     args.judge_calls.parent.mkdir(parents=True, exist_ok=True)
     args.judge_calls.touch()  # a declared output, empty until a judge is set
     metrics, review = evaluate(list(read_jsonl(args.test)), settings, paths, list(read_jsonl(args.split_test)))

@@ -197,6 +197,11 @@ def commit_short_runs(project: Path, *sections: str, served: bool = True) -> Non
     for preset in ("tiny-s", "tiny-m"):
         set_param(project, f"base.pretraining.{preset}", {key: getattr(QUICK_PRETRAINING, key) for key in
                                                          ("documents", "epochs", "block_size", "batch_size")})
+    # prefer is on the main path: two steps, and a few on-policy answers
+    for key, value in {"max_steps": 2, "per_device_train_batch_size": 2, "learning_rate": 3.0e-3}.items():
+        set_param(project, f"prefer.args.{key}", value)
+    set_param(project, "prefer.on_policy.records", 8)
+    set_param(project, "prefer.on_policy.max_new_tokens", 16)
     set_param(project, "eval.max_new_tokens", 16)
     set_param(project, "export.gguf.quantizations", ["q8_0"] if served else [])  # the code path, not the set
     set_param(project, "eval.served.gguf", ["f32", "q8_0"] if served else ["f32"])

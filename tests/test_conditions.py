@@ -147,7 +147,7 @@ def test_a_bad_condition_param_is_one_line(params, key, value, expected):
 
 def test_conditions_run_for_the_listed_variants_that_are_switched_on(params):
     changed = with_conditions(params, [3])
-    changed["eval"]["variants"].update({"base": False, "distilled": False})
+    changed["eval"]["variants"].update({"base": False, "preferred": False, "distilled": False})
     assert load_eval(changed).conditions.variants == ("finetuned",)
     changed["eval"]["conditions"]["variants"] = ["base"]
     assert load_eval(changed).conditions is None  # nothing to answer them: no condition runs

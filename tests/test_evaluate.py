@@ -59,8 +59,10 @@ def eval_paths(params, raft_rows, teacher_adapter, tiny_models, tmp_path_factory
     located = where(root, teacher_adapter, tiny_models)
     build_teacher_cache(rows, val, distill_settings(settings), teacher_adapter, located.cache)
     distill(rows, val, distill_settings(settings), located)
+    # The preferred variant loads any trained folder as evaluate loads the prefer stage's (tests/test_prefer.py
+    # trains one): here the teacher's again, so every variant's code path runs without another training run.
     return EvalPaths(adapter=teacher_adapter, student=located.student.adapter, tiny_models=tiny_models,
-                     predictions=root)
+                     predictions=root, preferred=teacher_adapter)
 
 
 @pytest.fixture(scope="module")

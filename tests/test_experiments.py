@@ -52,11 +52,13 @@ def test_sweep_queues_two_experiments_runs_them_and_shows_both(tmp_path):
     # The run-cache restores the fine-tuned adapter: DVC skips it for a stage with an uncached output that is
     # neither a metric nor a plot, which the train stage had until 2026-12-03.
     assert "Stage 'train' is cached" in logs and "Stage 'teacher' is cached" in logs
+    # and the preference stages, the on-policy answers with them (a distill change cannot touch them)
+    assert "Stage 'pairs' is cached" in logs and "Stage 'prefer' is cached" in logs
     assert "Running stage 'distill'" in logs
 
     diff = json.loads(run(["dvc", "metrics", "diff", first, second, "--json"], project).stdout)
     assert diff["metrics/distill.json"]["loss.train_final"]["diff"] != 0  # another divergence, another loss
-    assert "metrics/train.json" not in diff  # the same fine-tuned model in both
+    assert "metrics/train.json" not in diff and "metrics/prefer.json" not in diff  # the same SFT and preferred
     assert "distilled.f1" in diff["metrics/eval.json"]
 
     # The pull-request comment on that pair: headline table, intervals, params diff, full diff.
@@ -65,8 +67,8 @@ def test_sweep_queues_two_experiments_runs_them_and_shows_both(tmp_path):
     assert lines[0] == "<!-- koraft-metrics -->"
     assert f"`{second}` against `{first}`" in lines[1]
     header = lines.index("| variant | F1 | EM | ROUGE-L | chrF | BERTScore-F1 | cosine |")
-    rows = [line.split(" | ")[0].removeprefix("| ") for line in lines[header + 2:header + 6]]
-    assert rows == ["base", "finetuned", "student_base", "distilled"]
+    rows = [line.split(" | ")[0].removeprefix("| ") for line in lines[header + 2:header + 7]]
+    assert rows == ["base", "finetuned", "preferred", "student_base", "distilled"]
     assert any(line.startswith("- finetuned vs base: F1 ") and "95% CI [" in line for line in lines)
     # Per variant, in words: the change of F1 against the base's own predictions, signal or noise.
     verdicts = [line for line in lines if line.startswith("- distilled F1: ")]

@@ -19,14 +19,15 @@ import yaml
 from helpers import ROOT
 
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
-STEPS = ("core", "inference", "data", "models", "training", "serving", "evaluation", "generation", "benchmark",
-         "publish")
+STEPS = ("core", "inference", "data", "models", "training", "serving", "evaluation", "generation", "preference",
+         "benchmark", "publish")
 # What each step may import; nothing imports upward, and no stage imports publish.
 ALLOWED = {"core": {"core"}, "inference": {"core", "inference"}, "data": {"core", "data"},
            "models": {"core", "data", "models"}, "training": {"core", "models", "training"},
            "serving": {"core", "models", "serving"},
            "evaluation": {"core", "inference", "data", "models", "serving", "evaluation"},
            "generation": {"core", "inference", "data", "models", "generation"},
+           "preference": {"core", "inference", "models", "training", "evaluation", "preference"},
            "benchmark": {"core", "models", "evaluation", "benchmark"},
            "publish": {"core", "models", "training", "serving", "evaluation", "publish"}}
 
@@ -133,12 +134,13 @@ def test_a_publishing_edit_leaves_every_stage_up_to_date_and_an_evaluation_edit_
         return {name for name, spec in STAGES.items() if covered(changed, spec["deps"])}
 
     assert affected("koraft/publish/hub.py") == set()
-    assert affected("koraft/evaluation/metrics.py") == {"evaluate"}
-    assert affected("koraft/training/distill_loss.py") == {"train", "teacher", "distill"}
+    assert affected("koraft/evaluation/metrics.py") == {"evaluate", "pairs"}  # the on-policy answers' EM and F1
+    assert affected("koraft/training/distill_loss.py") == {"train", "pairs", "prefer", "teacher", "distill"}
     assert affected("koraft/data/raft.py") == {"validate", "split", "raft"}
     assert affected("koraft/data/bm25.py") == {"validate", "split", "raft", "evaluate"}  # the test-time retriever
     assert affected("koraft/generation/replies.py") == {"generate"}
-    assert affected("koraft/inference/endpoints.py") == {"generate", "evaluate"}
+    assert affected("koraft/inference/endpoints.py") == {"generate", "pairs", "evaluate"}
+    assert affected("koraft/preference/config.py") == {"pairs", "prefer"}
     assert affected("koraft/evaluation/served.py") == {"evaluate"}  # no evaluation code is a dep of generate
     assert affected("koraft/benchmark/harness.py") == {"benchmark"}
     assert affected("koraft/evaluation/loading.py") == {"evaluate", "benchmark"}

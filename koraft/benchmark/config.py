@@ -9,7 +9,7 @@ from koraft.core.config import check_number, check_seed, reject_unknown_keys, se
 from koraft.core.errors import ParamError
 
 KEYS = {"enabled", "tasks", "variants", "limit", "num_fewshot", "batch_size", "z"}
-VARIANTS = ("base", "finetuned", "student_base", "distilled")
+VARIANTS = ("base", "finetuned", "preferred", "student_base", "distilled")
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ from typing import Any
 from koraft.benchmark.config import BenchmarkSettings
 
 PRIMARY = ("acc", "acc_norm", "exact_match", "f1", "mcc")
-COMPARISONS = {"finetuned_vs_base": ("base", "finetuned"), "distilled_vs_base": ("base", "distilled"),
+COMPARISONS = {"finetuned_vs_base": ("base", "finetuned"), "preferred_vs_finetuned": ("finetuned", "preferred"),
+               "distilled_vs_base": ("base", "distilled"),
                "distilled_vs_student_base": ("student_base", "distilled")}
 
 

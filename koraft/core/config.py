@@ -18,8 +18,8 @@ import yaml
 from koraft.core.errors import KoraftError, ParamError
 
 # The top-level keys: the seed and one section per stage (or group of stages).
-SECTIONS = ("seed", "model", "generate", "validate", "split", "raft", "base", "train", "distill", "export", "eval",
-            "benchmark")
+SECTIONS = ("seed", "model", "generate", "validate", "split", "raft", "base", "train", "prefer", "distill", "export",
+            "eval", "benchmark")
 
 
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:

@@ -14,14 +14,12 @@ import numpy as np
 from koraft.evaluation.answers import extract_answer
 from koraft.evaluation.bootstrap import mean_of, paired_difference
 from koraft.evaluation.conditions import CLOSED_BOOK, ORACLE, ConditionRows, ConditionSettings
-from koraft.evaluation.labels import VARIANTS
+from koraft.evaluation.labels import CONDITION_COMPARISONS, VARIANTS
 from koraft.evaluation.metrics import char_f1, exact_match, korquad_normalize
 from koraft.evaluation.scoring import intervals
 from koraft.evaluation.systems import SystemOutput
 
 HEADLINE = ("exact_match", "f1")
-# The paper's comparison: does training beat giving the base model the same documents?
-CONDITION_COMPARISONS = {"finetuned_vs_base": ("base", "finetuned"), "distilled_vs_base": ("base", "distilled")}
 PLOTTED = ("base", "finetuned", "distilled")
 
 

@@ -30,7 +30,7 @@ from koraft.evaluation.judge import judge
 from koraft.evaluation.labels import METRIC_ORDER
 from koraft.evaluation.perplexity import held_out_texts, perplexity_report, rise_warnings
 from koraft.evaluation.predictions import read_predictions
-from koraft.evaluation.scoring import Scorers, compare, intervals, reasoning_report, summary
+from koraft.evaluation.scoring import Scorers, compare, distractor_answers, intervals, reasoning_report, summary
 from koraft.evaluation.served import parity, run_endpoint, run_served
 from koraft.evaluation.systems import EvalPaths, SystemOutput
 from koraft.evaluation.variants import run_variant
@@ -97,6 +97,8 @@ def evaluate(test_rows: list[dict], settings: EvalSettings, paths: EvalPaths,
                           "absent": summary(scores, stats, scorers, everything[~golden])},
             "intervals": intervals(scores, stats, scorers, len(rows), settings.bootstrap),
             "reasoning": reasoning_report(rows, system, [answer.extracted for answer in answers[name]]),
+            "distractor_answers": distractor_answers(rows, [answer.text for answer in answers[name]],
+                                                     scores["exact_match"]),
         }
         if settings.abstain_answer is not None:
             metrics[name]["abstention"] = abstention([answer.text for answer in answers[name]],

@@ -7,10 +7,16 @@ from __future__ import annotations
 
 from typing import Any
 
-VARIANTS = ("base", "finetuned", "student_base", "distilled")
+VARIANTS = ("base", "finetuned", "preferred", "student_base", "distilled")
 SERVED = "served"  # the variant that serves the exported GGUFs on llama.cpp (koraft.evaluation.served)
+# In each test condition, the paper's comparison (does training beat giving the base model the same documents?)
+# and what preference tuning adds to SFT.
+CONDITION_COMPARISONS = {"finetuned_vs_base": ("base", "finetuned"),
+                         "preferred_vs_finetuned": ("finetuned", "preferred"),
+                         "distilled_vs_base": ("base", "distilled")}
 INTERVAL_METRICS = ("exact_match", "f1")  # each system's own bootstrap interval, next to its value
-COMPARISONS = {"finetuned_vs_base": ("base", "finetuned"), "distilled_vs_student_base": ("student_base", "distilled")}
+COMPARISONS = {"finetuned_vs_base": ("base", "finetuned"), "preferred_vs_finetuned": ("finetuned", "preferred"),
+               "distilled_vs_student_base": ("student_base", "distilled")}
 MAIN_METRICS = ("f1", "exact_match", "rougeL", "bleu", "chrf", "bertscore_f1", "cosine")
 METRIC_ORDER = ("exact_match", "f1", "rouge1", "rouge2", "rougeL", "rouge1_char", "rouge2_char", "rougeL_char",
                 "bleu", "chrf", "bertscore_precision", "bertscore_recall", "bertscore_f1", "cosine")

@@ -18,7 +18,7 @@ from koraft.evaluation.embeddings import (
     resolve_encoder,
 )
 from koraft.evaluation.labels import COMPARISONS, INTERVAL_METRICS, MAIN_METRICS, METRIC_ORDER
-from koraft.evaluation.metrics import CORPUS_METRICS, LexicalScorer
+from koraft.evaluation.metrics import CORPUS_METRICS, LexicalScorer, korquad_normalize
 from koraft.evaluation.systems import SystemOutput
 
 
@@ -97,6 +97,22 @@ def reasoning_report(rows: list[dict], system: SystemOutput, extracted: list[boo
             "answer_extraction_rate": share(sum(extracted[i] for i in expecting), len(expecting)),
             "outputs_with_quotes": share(sum(check.quotes > 0 for check in checks), len(expecting)),
             "quotes": quotes, "quote_validity": share(sum(check.verbatim for check in checks), quotes)}
+
+
+def distractor_answers(rows: list[dict], answers: list[str], exact: np.ndarray) -> dict[str, Any]:
+    """Wrong answers taken from a distractor, the failure preference tuning targets: a wrong, non-empty answer
+    counts when its normalised text is in a distractor document of the record and not in the golden one."""
+    wrong = taken = 0
+    for row, answer, right in zip(rows, answers, exact, strict=True):
+        text = korquad_normalize(answer)
+        if right or not text:
+            continue
+        wrong += 1
+        golden = row.get("oracle_index")
+        in_golden = golden is not None and text in korquad_normalize(row["documents"][golden])
+        taken += not in_golden and any(text in korquad_normalize(document)
+                                       for index, document in enumerate(row["documents"]) if index != golden)
+    return {"wrong": wrong, "from_distractor": taken, "share": share(taken, wrong)}
 
 
 def intervals(scores: dict[str, np.ndarray], stats: dict[str, np.ndarray], scorers: Scorers, samples: int,

@@ -19,6 +19,7 @@ class EvalPaths:
     predictions: Path  # the folder eval.predictions_file must lie in
     exports: Path | None = None  # the export stage's output, for the served variant
     judge_calls: Path | None = None  # the judge's call cache (kept between runs)
+    preferred: Path | None = None  # the prefer stage's adapter
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The model variants answer the test split in-process: base, finetuned, student_base and distilled.
+"""The model variants answer the test split in-process: base, finetuned, preferred, student_base and distilled.
 
 Each renders the test records through its own chat template exactly as training did (same system prompt,
 same document dropping), fits each prompt to the prompt budget, a budget the reference answer plays no
@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import time
 
+from koraft.core.errors import KoraftError
 from koraft.evaluation.config import EvalSettings
 from koraft.evaluation.loading import load_named_variant
 from koraft.evaluation.systems import EvalPaths, SystemOutput
@@ -18,8 +19,12 @@ from koraft.models.samples import SampleTokenizer, build_prompts
 
 def load_variant(name: str, settings: EvalSettings, paths: EvalPaths):
     """(model, tokenizer, resolved model, system prompt, folder with trained weights or None)."""
+    if name == "preferred" and paths.preferred is None:
+        raise KoraftError("eval.variants.preferred: no preferred adapter was given (the evaluate stage's "
+                          "--preferred); set eval.variants.preferred: false")
     return load_named_variant(name, settings.model, settings.student, settings.system_prompt, paths.tiny_models,
-                              {"finetuned": (paths.adapter, "train"), "distilled": (paths.student, "distill")},
+                              {"finetuned": (paths.adapter, "train"), "preferred": (paths.preferred, "prefer"),
+                               "distilled": (paths.student, "distill")},
                               f"eval.variants.{name}", f"set eval.variants.{name}: false")
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from koraft.core.errors import KoraftError
-from koraft.evaluation.labels import COMPARISONS, METRIC_LABELS, VARIANTS, systems
+from koraft.evaluation.labels import COMPARISONS, CONDITION_COMPARISONS, METRIC_LABELS, VARIANTS, systems
 from koraft.publish.noise import change_lines
 
 TABLE = {metric: METRIC_LABELS[metric] for metric in ("f1", "exact_match", "rougeL", "rougeL_char", "bleu", "chrf",
@@ -141,7 +141,7 @@ def conditions_table(evaluation: dict[str, Any]) -> list[str]:
     variants = conditions["variants"]
     names = [name for name in conditions if name == "oracle" or name.startswith("retrieved_k") or
              name == "closed_book"]
-    comparisons = [label for label in ("finetuned_vs_base", "distilled_vs_base")
+    comparisons = [label for label in CONDITION_COMPARISONS
                    if any(label in conditions[name]["comparisons"] for name in names)]
     lines = ["| condition | recall@k | MRR | " + " | ".join(f"{v} EM / F1" for v in variants) + " | " +
              " | ".join(f"{label.replace('_vs_', ' − ')} F1" for label in comparisons) + " |",

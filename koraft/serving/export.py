@@ -1,4 +1,5 @@
-"""Export the fine-tuned model for serving engines: a merged folder, GGUF files and an Ollama Modelfile.
+"""Export the fine-tuned (or preferred) model for serving engines: a merged folder, GGUF files and an Ollama
+Modelfile.
 
     <out>/merged/            standalone model (vLLM, TGI, transformers): tokenizer, chat template,
                              generation_config.json stopping at the family's end of turn
@@ -27,11 +28,13 @@ from koraft.serving import llama_cpp
 from koraft.serving.merge import MERGE_DTYPES, merge_adapter
 from koraft.serving.ollama import modelfile
 
-KEYS = {"dtype", "gguf", "ollama"}
+KEYS = {"variant", "dtype", "gguf", "ollama"}
+VARIANTS = ("finetuned", "preferred")  # the train stage's adapter, or the prefer stage's
 
 
 @dataclass(frozen=True)
 class ExportSettings:
+    variant: str  # which adapter is exported: finetuned or preferred
     dtype: str  # the merged folder's: auto (the model's own) or one of MERGE_DTYPES
     outtype: str  # the unquantized GGUF's type
     quantizations: tuple[str, ...]  # llama.cpp types quantized from it
@@ -42,6 +45,9 @@ class ExportSettings:
 def load_export(params: dict[str, Any]) -> ExportSettings:
     settings = section(params, "export")
     reject_unknown_keys(settings, KEYS, "export")
+    variant = settings.get("variant", "finetuned")
+    if variant not in VARIANTS:
+        raise ParamError("export.variant", f"must be one of {', '.join(VARIANTS)}, got {variant!r}")
     dtype = settings.get("dtype", "auto")
     if dtype != "auto" and dtype not in MERGE_DTYPES:
         raise ParamError("export.dtype", f"must be auto (the model's own) or one of {', '.join(MERGE_DTYPES)}")
@@ -63,8 +69,8 @@ def load_export(params: dict[str, Any]) -> ExportSettings:
     # The served context is the training length: what every prompt was fitted to.
     train_args = section(section(params, "train"), "args", "train.")
     num_ctx = check_number(train_args, "max_length", "train.args", 8, 10**6, integer=True)
-    return ExportSettings(dtype=dtype, outtype=gguf["outtype"], quantizations=tuple(kinds), ollama_gguf=ollama["gguf"],
-                          num_ctx=num_ctx)
+    return ExportSettings(variant=variant, dtype=dtype, outtype=gguf["outtype"], quantizations=tuple(kinds),
+                          ollama_gguf=ollama["gguf"], num_ctx=num_ctx)
 
 
 def _remove(path: Path) -> None:

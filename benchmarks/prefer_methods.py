@@ -1,0 +1,83 @@
+"""Preference methods on the embedded default: each of DPO, ORPO, KTO and SimPO from the same pairs and SFT
+adapter, then the fine-tuned and each preferred model on the same test records.
+
+    python benchmarks/prefer_methods.py [--records 96] [--methods dpo orpo kto simpo] [--simpo-beta 2.0]
+
+Run after `dvc repro pairs` (it reads models/train/adapter, data/prefer and data/raft/{train,test}.jsonl
+and the shipped params). Prints, per method: the prefer stage's time, its first and last loss, and on the
+first `--records` test records F1, EM and the share of wrong answers taken from a distractor, with the
+paired bootstrap interval of the F1 change against the fine-tuned model. Nothing is written to the workspace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from koraft.core.config import load_params
+from koraft.core.jsonl import read_jsonl
+from koraft.evaluation.config import load_eval
+from koraft.evaluation.evaluate import evaluate
+from koraft.evaluation.systems import EvalPaths
+from koraft.preference.config import load_prefer
+from koraft.preference.prefer import PreferPaths, prefer
+
+
+def eval_params(params: dict, variants: dict[str, bool]) -> dict:
+    """The shipped eval section on the chosen variants only: no conditions, perplexity, judge or served model."""
+    changed = copy.deepcopy(params)
+    changed["eval"]["variants"] = variants
+    changed["eval"]["conditions"].update({"retrieved": False, "closed_book": False})
+    changed["eval"]["perplexity"]["variants"] = []
+    return changed
+
+
+def scores(metrics: dict, name: str) -> str:
+    values, wrong = metrics[name], metrics[name]["distractor_answers"]
+    return (f"F1 {values['f1']:.4f}, EM {values['exact_match']:.4f}, wrong answers from a distractor "
+            f"{wrong['from_distractor']}/{wrong['wrong']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=96)
+    parser.add_argument("--methods", nargs="+", default=["dpo", "orpo", "kto", "simpo"])
+    parser.add_argument("--simpo-beta", type=float, default=2.0, help="SimPO's beta (its paper: 2.0 to 2.5)")
+    args = parser.parse_args()
+    params = load_params()
+    records = {row["id"]: row for row in read_jsonl("data/raft/train.jsonl")}
+    pairs = list(read_jsonl("data/prefer/pairs.jsonl"))
+    test = list(read_jsonl("data/raft/test.jsonl"))[:args.records]
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        paths = EvalPaths(adapter=Path("models/train/adapter"), student=root / "none", tiny_models=Path("models/base"),
+                          predictions=root)
+        metrics, _ = evaluate(test, load_eval(eval_params(params, {"finetuned": True})), paths)
+        print(f"finetuned: {scores(metrics, 'finetuned')} ({args.records} test records)", flush=True)
+        for method in args.methods:
+            changed = copy.deepcopy(params)
+            changed["prefer"]["method"] = method
+            if method == "simpo":
+                changed["prefer"]["args"]["beta"] = args.simpo_beta
+            out = root / method
+            started = time.perf_counter()
+            trained = prefer(pairs, records, load_prefer(changed), PreferPaths(Path("models/train/adapter"), out,
+                                                                              root / f"{method}-scratch"))
+            seconds = time.perf_counter() - started
+            variants = {"finetuned": True, "preferred": True}
+            metrics, _ = evaluate(test, load_eval(eval_params(changed, variants)),
+                                  EvalPaths(adapter=paths.adapter, student=paths.student, tiny_models=paths.tiny_models,
+                                            predictions=root, preferred=out))
+            f1 = metrics["comparisons"]["preferred_vs_finetuned"]["f1"]
+            print(f"{method}: {seconds:.0f} s, {trained['steps']} steps on {trained['rows']['rows']} rows, loss "
+                  f"{trained['loss']['first']} -> {trained['loss']['final']}; {scores(metrics, 'preferred')}; "
+                  f"F1 - finetuned {f1['delta']:+.4f} [{f1['low']:+.4f}, {f1['high']:+.4f}]", flush=True)
+            print(json.dumps(trained["last_logged"], ensure_ascii=False), flush=True)
+
+
+if __name__ == "__main__":
+    main()
