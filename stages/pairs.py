@@ -19,7 +19,7 @@ def main() -> None:
     args = stage_paths("pairs", *OPTIONS)
     settings = load_pairs(load_params())
     rows = list(read_jsonl(args.train))
-    outputs, generation = ({}, None)
+    outputs, generation = {}, None
     if "on_policy" in settings.sources:
         outputs, generation = answer_sample(rows, settings, args.adapter)
     built = build_pairs(rows, settings, outputs)

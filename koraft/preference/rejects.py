@@ -23,6 +23,7 @@ from typing import Any
 
 from koraft.core.formats import QUOTE, completion, quotes
 from koraft.core.morphemes import kiwi, sentences
+from koraft.data.bm25 import character_bigrams
 from koraft.evaluation.metrics import korquad_normalize
 
 # Kiwi tags a span may be made of: nouns, numerals, numbers, foreign words, hanja, and dependent nouns / noun
@@ -107,11 +108,6 @@ def sentence_answer(record: dict[str, Any]) -> str | Skipped:
     return completion({**record, "answer": around})
 
 
-def bigrams(text: str) -> set[str]:
-    squeezed = "".join(text.split())
-    return {squeezed[i:i + 2] for i in range(len(squeezed) - 1)}
-
-
 def abstain_answer_anyway(record: dict[str, Any], abstain_answer: str | None) -> str | Skipped:
     """For an abstaining target, the distractor sentence closest to the question given as the answer."""
     if not is_abstain_target(record, abstain_answer):
@@ -119,8 +115,9 @@ def abstain_answer_anyway(record: dict[str, Any], abstain_answer: str | None) ->
     candidates = [sentence.strip() for text in distractors(record) for sentence, _ in sentences(text)]
     if not candidates:
         return Skipped("no distractor sentence")
-    question = bigrams(record["question"])
-    best = max(candidates, key=lambda sentence: (len(question & bigrams(sentence)), -len(sentence)))
+    # the raft stage's BM25 terms (Hangul character bigrams): what the question and a sentence share
+    question, *terms = (set(found) for found in character_bigrams([record["question"], *candidates]))
+    best = max(zip(candidates, terms, strict=True), key=lambda pair: (len(question & pair[1]), -len(pair[0])))[0]
     return completion({**record, "answer": best})
 
 
