@@ -15,7 +15,7 @@ from koraft.core.formats import completion
 from koraft.evaluation.metrics import korquad_normalize
 from koraft.preference.config import OnPolicySettings, PairSettings, load_pairs, load_prefer
 from koraft.preference.pairs import answer_sample, build_pairs, on_policy_sample, policy_reject
-from koraft.preference.prefer import PreferPaths, bos_free, prefer
+from koraft.preference.prefer import PreferPaths, bos_free, completion_positions_only, prefer
 from koraft.preference.rejects import Skipped, rule_rejects
 
 ABSTAIN = "주어진 문서에서 답을 찾을 수 없습니다."
@@ -161,6 +161,42 @@ def tiny_params(params, method: str) -> dict:
         args["per_device_train_batch_size"] = 4  # KTO's KL term pairs each example with another of its batch
     result["prefer"]["args"] = args
     return result
+
+
+def test_completion_positions_only_scores_as_every_position_does(tiny_models):
+    """trl's fused LM head on the compact path gives the same log-probabilities, loss and gradients as its CPU
+    path over every position; trl's own device check is back afterwards."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from trl.trainer import utils as trl_utils
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_models / "tiny-s", dtype=torch.float32)
+    trl_utils.add_fused_lm_head(model)
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(5, model.config.vocab_size, (2, 24), generator=generator)
+    labels = input_ids.clone()
+    labels[0, :15], labels[1, :9] = -100, -100  # prompts of two lengths; only the completions are scored
+
+    def scored() -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad()
+        outputs = model(input_ids=input_ids, labels=labels, fused_lm_head=True)
+        outputs.log_probs.sum().backward()
+        return outputs.log_probs.detach(), outputs.loss.detach(), [p.grad.clone() for p in model.parameters()
+                                                                   if p.grad is not None]
+
+    check = trl_utils._use_triton
+    assert not check(torch.device("cpu"))  # trl's own path on CPU projects every position
+    every_position = scored()
+    with completion_positions_only():
+        assert trl_utils._use_triton(torch.device("cpu"))
+        compact = scored()
+    assert trl_utils._use_triton is check
+    torch.testing.assert_close(compact[0], every_position[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(compact[1], every_position[1], rtol=1e-5, atol=1e-5)
+    assert len(compact[2]) == len(every_position[2]) > 0
+    for ours, theirs in zip(compact[2], every_position[2], strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+    assert (compact[0][0, :14] == 0).all() and (compact[0][0, 14:] != 0).all()
 
 
 @pytest.mark.slow
