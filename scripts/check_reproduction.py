@@ -11,9 +11,9 @@ the metrics) says which CPU vendor and which pinned kernels (koraft/core/numeric
   move by its own bootstrap half-width (metrics/eval.json's intervals), and the losses are reported
   but not held to anything.
 --tolerance overrides both. `--only` checks the named stages' metrics alone, after a `dvc repro` that
-stopped there: CI reproduces the stages up to distill (.ci/run), so a machine that trains differently shows
-up as a red run; the full pipeline (evaluate's six systems take half of its 55 minutes on 2 cores) would not
-fit CI's 90 minutes beside the tests.
+stopped there: CI reproduces the stages up to train (.ci/run), so a machine that trains differently shows
+up as a red run; the full pipeline (evaluate alone takes about an hour on a 2-core AMD EPYC) would not fit
+CI's 90 minutes beside the tests.
 """
 
 from __future__ import annotations
