@@ -6,7 +6,9 @@ adapter, then the fine-tuned and each preferred model on the same test records.
 Run after `dvc repro pairs` (it reads models/train/adapter, data/prefer and data/raft/{train,test}.jsonl
 and the shipped params). Prints, per method: the prefer stage's time, its first and last loss, and on the
 first `--records` test records F1, EM and the share of wrong answers taken from a distractor, with the
-paired bootstrap interval of the F1 change against the fine-tuned model. Nothing is written to the workspace.
+paired bootstrap interval of the F1 change against the fine-tuned model (evaluated once, its per-record F1
+paired with each method's; eval.bootstrap's resamples and confidence, the top-level seed). Nothing is written
+to the workspace.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from koraft.core.config import load_params
 from koraft.core.jsonl import read_jsonl
+from koraft.evaluation.bootstrap import mean_of, paired_difference
 from koraft.evaluation.config import load_eval
 from koraft.evaluation.evaluate import evaluate
 from koraft.evaluation.systems import EvalPaths
@@ -42,6 +45,12 @@ def scores(metrics: dict, name: str) -> str:
             f"{wrong['from_distractor']}/{wrong['wrong']}")
 
 
+def record_f1(review: list[dict], name: str):
+    import numpy as np
+
+    return np.array([row["outputs"][name]["scores"]["f1"] for row in review])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=96)
@@ -52,12 +61,14 @@ def main() -> None:
     records = {row["id"]: row for row in read_jsonl("data/raft/train.jsonl")}
     pairs = list(read_jsonl("data/prefer/pairs.jsonl"))
     test = list(read_jsonl("data/raft/test.jsonl"))[:args.records]
+    bootstrap = load_eval(params).bootstrap
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         paths = EvalPaths(adapter=Path("models/train/adapter"), student=root / "none", tiny_models=Path("models/base"),
                           predictions=root)
-        metrics, _ = evaluate(test, load_eval(eval_params(params, {"finetuned": True})), paths)
-        print(f"finetuned: {scores(metrics, 'finetuned')} ({args.records} test records)", flush=True)
+        metrics, review = evaluate(test, load_eval(eval_params(params, {"finetuned": True})), paths)
+        finetuned = record_f1(review, "finetuned")
+        print(f"finetuned: {scores(metrics, 'finetuned')} ({len(test)} test records)", flush=True)
         for method in args.methods:
             changed = copy.deepcopy(params)
             changed["prefer"]["method"] = method
@@ -68,14 +79,14 @@ def main() -> None:
             trained = prefer(pairs, records, load_prefer(changed), PreferPaths(Path("models/train/adapter"), out,
                                                                               root / f"{method}-scratch"))
             seconds = time.perf_counter() - started
-            variants = {"finetuned": True, "preferred": True}
-            metrics, _ = evaluate(test, load_eval(eval_params(changed, variants)),
-                                  EvalPaths(adapter=paths.adapter, student=paths.student, tiny_models=paths.tiny_models,
-                                            predictions=root, preferred=out))
-            f1 = metrics["comparisons"]["preferred_vs_finetuned"]["f1"]
+            metrics, review = evaluate(test, load_eval(eval_params(changed, {"preferred": True})),
+                                       EvalPaths(adapter=paths.adapter, student=paths.student,
+                                                 tiny_models=paths.tiny_models, predictions=root, preferred=out))
+            f1 = paired_difference(mean_of(finetuned), mean_of(record_f1(review, "preferred")), len(test),
+                                   bootstrap["resamples"], bootstrap["seed"], bootstrap["confidence"])
             print(f"{method}: {seconds:.0f} s, {trained['steps']} steps on {trained['rows']['rows']} rows, loss "
                   f"{trained['loss']['first']} -> {trained['loss']['final']}; {scores(metrics, 'preferred')}; "
-                  f"F1 - finetuned {f1['delta']:+.4f} [{f1['low']:+.4f}, {f1['high']:+.4f}]", flush=True)
+                  f"F1 - finetuned {f1.delta:+.4f} [{f1.low:+.4f}, {f1.high:+.4f}]", flush=True)
             print(json.dumps(trained["last_logged"], ensure_ascii=False), flush=True)
 
 
