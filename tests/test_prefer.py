@@ -234,6 +234,36 @@ def test_each_method_trains_the_sft_adapter_a_few_steps(tmp_path, params, raft_r
     assert not (tmp_path / "scratch").exists()
 
 
+@pytest.mark.slow
+def test_dpo_continues_a_qlora_adapter_on_the_4_bit_base(tmp_path, params, raft_rows, tiny_models):
+    """QLoRA as in train: the policy's base is NF4 (bitsandbytes on the CPU), the SFT adapter on it trains, and
+    the saved adapter keeps QLoRA's manifest."""
+    import bitsandbytes as bnb
+
+    from koraft.preference.prefer import load_policy
+    from koraft.training.config import train_settings
+    from koraft.training.train import train
+
+    train(raft_rows["train"][:8], [], train_settings(model_params(params, "tiny-s"), quick(params, "qlora", steps=1)),
+          paths(tmp_path / "sft", tiny_models))
+    sft_adapter = tmp_path / "sft" / "adapter"
+    qlora_params = tiny_params(params, "dpo")
+    qlora_params["train"]["method"] = "qlora"
+    settings = load_prefer(qlora_params)
+    model, manifest, _ = load_policy(settings, sft_adapter)
+    layers = [module for module in model.modules() if isinstance(module, bnb.nn.Linear4bit)]
+    assert manifest["method"] == "qlora" and layers
+    assert {layer.weight.quant_type for layer in layers} == {"nf4"}
+    del model
+    pairs = build_pairs(raft_rows["train"][:12], pair_settings(params, ("distractor", "sentence"))).pairs
+    out = tmp_path / "preferred"
+    trained = prefer(pairs, {row["id"]: row for row in raft_rows["train"]}, settings,
+                     PreferPaths(sft_adapter, out, tmp_path / "scratch"))
+    assert trained["steps"] == 2 and math.isfinite(trained["loss"]["final"])
+    assert trained["adapter_change"]["changed"] > 0
+    assert json.loads((out / "koraft_manifest.json").read_text())["method"] == "qlora"
+
+
 def test_prompts_reach_trl_as_sft_tokenized_them(params, raft_rows, sft):
     """The trainer's prompt ids are SFT's: one bos, the same template and system prompt, the same fitting."""
     from koraft.models.samples import SampleTokenizer, fit_documents
