@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from koraft.core.config import load_params
 from koraft.core.jsonl import read_jsonl
 from koraft.evaluation.bootstrap import mean_of, paired_difference
@@ -45,9 +47,8 @@ def scores(metrics: dict, name: str) -> str:
             f"{wrong['from_distractor']}/{wrong['wrong']}")
 
 
-def record_f1(review: list[dict], name: str):
-    import numpy as np
-
+def record_f1(review: list[dict], name: str) -> np.ndarray:
+    """One system's per-record F1 as evaluate's review rows give it (4 decimals)."""
     return np.array([row["outputs"][name]["scores"]["f1"] for row in review])
 
 
