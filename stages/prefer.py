@@ -23,7 +23,7 @@ def main() -> None:
     report = json.loads((args.pairs / "report.json").read_text(encoding="utf-8"))
     trained = prefer(pairs, records, settings, PreferPaths(sft_adapter=args.adapter, adapter=args.out,
                                                            scratch=args.scratch))
-    write_json(args.cost, {**trained.pop("cost"), "on_policy_generation": report.pop("on_policy_generation")})
+    write_json(args.cost, trained.pop("cost"))
     write_json(args.metrics, {"pairs": report, **trained})
     print(f"prefer: {trained['method']}, {trained['steps']} steps on {trained['rows']['rows']} rows, loss "
           f"{trained['loss']['first']} -> {trained['loss']['final']}; adapter: {trained['adapter_change']['changed']}"

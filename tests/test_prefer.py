@@ -204,9 +204,11 @@ def test_on_policy_rejects_are_the_models_own_outputs_on_the_train_split(params,
     settings = pair_settings(params, ("on_policy",), records=6, f1_below=1.01)
     settings = PairSettings(settings.sources, settings.on_policy, settings.seed,
                             load_pairs(tiny_params(params, "dpo")).train, None)
-    outputs, generation = answer_sample(raft_rows["train"], settings, sft)
+    outputs, generation, seconds = answer_sample(raft_rows["train"], settings, sft)
     sample_ids = {row["id"] for row in on_policy_sample(raft_rows["train"], settings.on_policy, settings.seed)}
     assert set(outputs) <= sample_ids and generation["answered"] == len(outputs) > 0
+    # the counts go into data/prefer (cached): no clock in them, so a rerun writes the same bytes
+    assert set(generation) == {"records", "answered", "unfit", "cut_at_token_limit"} and seconds > 0
     built = build_pairs(raft_rows["train"], settings, outputs)
     assert {pair["source"] for pair in built.pairs} <= {"on_policy"}
     assert all(pair["rejected"] == outputs[pair["id"]].strip() for pair in built.pairs)

@@ -87,9 +87,12 @@ def build_pairs(rows: list[dict[str, Any]], settings: PairSettings, outputs: dic
     return result
 
 
-def answer_sample(rows: list[dict[str, Any]], settings: PairSettings, adapter: Path) -> tuple[dict[str, str], dict]:
+def answer_sample(rows: list[dict[str, Any]], settings: PairSettings,
+                  adapter: Path) -> tuple[dict[str, str], dict[str, int], float]:
     """The SFT model's greedy outputs on the on-policy sample, prompted as evaluate prompts a test record
-    (the prompt budget is max_length - max_new_tokens, and the reference plays no part in it)."""
+    (the prompt budget is max_length - max_new_tokens, and the reference plays no part in it), their counts,
+    and the generation's seconds: apart, because the counts go into a cached output and a clock would make
+    it differ on every run."""
     import torch
 
     from koraft.inference.decoding import greedy_generate
@@ -110,5 +113,6 @@ def answer_sample(rows: list[dict[str, Any]], settings: PairSettings, adapter: P
     generated = greedy_generate(model, tokenizer, fitted.prompts, stop_token_ids(model, tokenizer, resolved.family),
                                 settings.on_policy.max_new_tokens, settings.on_policy.batch_size)
     outputs = dict(zip(fitted.ids, generated.texts, strict=True))
-    return outputs, {"records": len(sample), "answered": len(outputs), "unfit": fitted.counts["prompts_unfit"],
-                     "cut_at_token_limit": generated.stopped.count(False), "seconds": round(generated.seconds, 2)}
+    counts = {"records": len(sample), "answered": len(outputs), "unfit": fitted.counts["prompts_unfit"],
+              "cut_at_token_limit": generated.stopped.count(False)}
+    return outputs, counts, generated.seconds
