@@ -29,11 +29,14 @@ import yaml
 
 SWEEPS = Path("sweeps.yaml")
 MAIN_METRIC = "metrics/eval.json:finetuned.f1"
+# A sweep over the prefer section leaves the fine-tuned model as it is: its table sorts by the preferred one.
+PREFERRED_METRIC = "metrics/eval.json:preferred.f1"
 # The table: the sweep's own keys, then the columns that matter for every comparison.
 KEY_COLUMNS = [
     "Experiment", r"params\.yaml:model\.preset", r"train\.method", r"distill\.student\.preset",
-    r"(finetuned|distilled)\.(f1|rougeL|chrf|bertscore_f1)",
-    r"comparisons\.finetuned_vs_base\.f1\.(low|high)",
+    r"(finetuned|preferred|distilled)\.(f1|rougeL|chrf|bertscore_f1)",
+    r"comparisons\.(finetuned_vs_base|preferred_vs_finetuned)\.f1\.(low|high)",
+    r"(finetuned|preferred)\.distractor_answers\.(wrong|from_distractor)",
 ]
 
 
@@ -59,10 +62,11 @@ def worker_command(entry: dict, remote: str) -> list[str]:
 
 
 def show_command(entries: list[dict]) -> list[str]:
-    swept = [key.replace(".", r"\.") for key in dict.fromkeys(k for entry in entries for k in entry)]
+    keys = list(dict.fromkeys(k for entry in entries for k in entry))
+    swept = [key.replace(".", r"\.") for key in keys]
     keep = "|".join(KEY_COLUMNS + [f"(params\\.yaml:)?{key}" for key in swept])
-    return ["dvc", "exp", "show", "--md", "--drop", ".*", "--keep", keep,
-            "--sort-by", MAIN_METRIC, "--sort-order", "desc"]
+    metric = PREFERRED_METRIC if all(key.startswith("prefer.") for key in keys) else MAIN_METRIC
+    return ["dvc", "exp", "show", "--md", "--drop", ".*", "--keep", keep, "--sort-by", metric, "--sort-order", "desc"]
 
 
 def wait_for_queue(poll_seconds: float) -> str:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import copy
 import json
 import math
+import subprocess
+import sys
 
 import pytest
-from helpers import model_params, paths, quick
+from helpers import ROOT, model_params, paths, quick
 
 from koraft.core.errors import ParamError
 from koraft.core.formats import completion
@@ -295,3 +297,15 @@ def test_evaluate_counts_wrong_answers_taken_from_a_distractor():
     answers = ["120명", "85명", "6월 1일", "", "외계인"]  # right; a distractor's; the golden's own; none; invented
     counted = distractor_answers(rows, answers, np.array([1.0, 0.0, 0.0, 0.0, 0.0]))
     assert counted == {"wrong": 3, "from_distractor": 1, "share": 0.3333}
+
+
+@pytest.mark.parametrize(("sweep", "sorted_by"), [("prefer_methods", "preferred.f1"), ("divergences", "finetuned.f1")])
+def test_a_sweep_over_the_prefer_section_is_shown_sorted_by_the_preferred_model(sweep, sorted_by):
+    """Such a sweep leaves the fine-tuned model as it is, so sorting by its F1 would order nothing."""
+    printed = subprocess.run([sys.executable, "scripts/sweep.py", sweep, "--dry-run"], cwd=ROOT, check=True,
+                             capture_output=True, text=True).stdout
+    show = printed.splitlines()[-1]
+    assert show.startswith("$ dvc exp show")
+    assert show.endswith(f"--sort-by metrics/eval.json:{sorted_by} --sort-order desc")
+    assert "preferred_vs_finetuned" in show and "(finetuned|preferred)\\.distractor_answers" in show
+
