@@ -308,4 +308,3 @@ def test_a_sweep_over_the_prefer_section_is_shown_sorted_by_the_preferred_model(
     assert show.startswith("$ dvc exp show")
     assert show.endswith(f"--sort-by metrics/eval.json:{sorted_by} --sort-order desc")
     assert "preferred_vs_finetuned" in show and "(finetuned|preferred)\\.distractor_answers" in show
-
